@@ -1,0 +1,1 @@
+//! Criterion benches for the API guardrail crates; see `benches/` and the README.

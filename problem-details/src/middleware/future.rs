@@ -1,0 +1,273 @@
+use std::any::Any;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::header::{
+    CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
+    TRANSFER_ENCODING,
+};
+use http::response::Parts;
+use http::{HeaderValue, Response};
+use http_body::Body;
+use pin_project_lite::pin_project;
+
+use super::body::ResponseBody;
+use super::layer::Config;
+use super::request_id::{REQUEST_ID_MEMBER, RequestId};
+use crate::catalog::ProblemKind;
+use crate::problem::Problem;
+use crate::response::{is_problem_content_type, set_problem_headers};
+use crate::uri_ref::UriRef;
+
+pin_project! {
+    /// The response future of [`ProblemService`](super::ProblemService).
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+        config: Arc<Config>,
+        request_id: RequestId,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Calling { #[pin] future: F },
+        Panicked,
+        ReadingDetail { parts: Option<Parts>, #[pin] body: B, buf: Vec<u8> },
+        Done,
+    }
+}
+
+impl<F, B> ResponseFuture<F, B> {
+    pub(crate) fn new(future: F, config: Arc<Config>, request_id: RequestId) -> Self {
+        ResponseFuture {
+            state: State::Calling { future },
+            config,
+            request_id,
+        }
+    }
+
+    pub(crate) fn panicked(
+        payload: &(dyn Any + Send),
+        config: Arc<Config>,
+        request_id: RequestId,
+    ) -> Self {
+        log_panic(payload, &request_id);
+        ResponseFuture {
+            state: State::Panicked,
+            config,
+            request_id,
+        }
+    }
+}
+
+enum Step<T, S> {
+    Ready(T),
+    Next(S),
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    B: Body<Data = Bytes>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let config = &**this.config;
+            let id = &*this.request_id;
+            let step = match this.state.as_mut().project() {
+                StateProj::Calling { future } => {
+                    // A panic while polling leaves the inner future poisoned; it is never
+                    // polled again because the state moves to `Done`.
+                    match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
+                        Ok(Poll::Pending) => return Poll::Pending,
+                        Ok(Poll::Ready(Err(error))) => Step::Ready(Err(error)),
+                        Ok(Poll::Ready(Ok(response))) => on_response(response, config, id),
+                        Err(panic) => {
+                            log_panic(&*panic, id);
+                            Step::Ready(Ok(internal_error(config, id)))
+                        }
+                    }
+                }
+                StateProj::Panicked => Step::Ready(Ok(internal_error(config, id))),
+                StateProj::ReadingDetail { parts, body, buf } => {
+                    let text = ready!(read_text(body, buf, config.client_error_detail_limit, cx));
+                    let parts = parts.take().expect("polled after completion");
+                    let mut problem = Problem::new(parts.status);
+                    if let Some(text) = text {
+                        problem = problem.with_detail(text);
+                    }
+                    Step::Ready(Ok(problem_response(parts, problem, config, id)))
+                }
+                StateProj::Done => panic!("`ResponseFuture` polled after completion"),
+            };
+            match step {
+                Step::Ready(output) => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(output);
+                }
+                Step::Next(next) => this.state.set(next),
+            }
+        }
+    }
+}
+
+type Output<B, E> = Result<Response<ResponseBody<B>>, E>;
+
+/// Decides what becomes of the inner service's response.
+fn on_response<F, B: Body, E>(
+    response: Response<B>,
+    config: &Config,
+    id: &RequestId,
+) -> Step<Output<B, E>, State<F, B>> {
+    let status = response.status();
+    let content_type = response.headers().get(CONTENT_TYPE);
+    let is_error = status.is_client_error() || status.is_server_error();
+    if !is_error || content_type.is_some_and(is_problem_content_type) {
+        let mut response = response.map(ResponseBody::inner);
+        stamp_request_id(&mut response, config, id);
+        return Step::Ready(Ok(response));
+    }
+    let limit = config.client_error_detail_limit as u64;
+    let readable_text = status.is_client_error()
+        && limit > 0
+        && content_type.is_some_and(is_text_plain)
+        && !response.body().is_end_stream()
+        && response.body().size_hint().lower() <= limit;
+    let (parts, body) = response.into_parts();
+    if readable_text {
+        return Step::Next(State::ReadingDetail {
+            parts: Some(parts),
+            body,
+            buf: Vec::new(),
+        });
+    }
+    #[cfg(feature = "tracing")]
+    if status.is_server_error() {
+        tracing::debug!(request_id = %id, %status, "bare server error replaced by a problem; its body was dropped");
+    }
+    // A 5xx body may hold internals: it is dropped unread.
+    Step::Ready(Ok(problem_response(
+        parts,
+        Problem::new(status),
+        config,
+        id,
+    )))
+}
+
+/// Reads a body of at most `limit` bytes as trimmed UTF-8 text; `None` when it is longer,
+/// fails, is not UTF-8 or is blank.
+fn read_text<B: Body<Data = Bytes>>(
+    mut body: Pin<&mut B>,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    cx: &mut Context<'_>,
+) -> Poll<Option<String>> {
+    loop {
+        match ready!(body.as_mut().poll_frame(cx)) {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if buf.len() + data.len() > limit {
+                        return Poll::Ready(None);
+                    }
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) => return Poll::Ready(None),
+        }
+    }
+    let text = std::str::from_utf8(buf).ok().map(str::trim);
+    Poll::Ready(text.filter(|t| !t.is_empty()).map(str::to_owned))
+}
+
+fn is_text_plain(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .eq_ignore_ascii_case("text/plain")
+    })
+}
+
+fn internal_error<B>(config: &Config, id: &RequestId) -> Response<ResponseBody<B>> {
+    let (parts, ()) = Response::new(()).into_parts();
+    let problem = config.catalog.problem(ProblemKind::Internal);
+    problem_response(parts, problem, config, id)
+}
+
+/// Answers with `problem` in place of the inner body, keeping the other headers.
+fn problem_response<B>(
+    mut parts: Parts,
+    mut problem: Problem,
+    config: &Config,
+    id: &RequestId,
+) -> Response<ResponseBody<B>> {
+    parts.status = problem.status();
+    let instance = config
+        .request_id_as_instance
+        .then(|| UriRef::try_from(id.as_str()).ok())
+        .flatten();
+    match instance {
+        Some(instance) => problem = problem.with_instance(instance),
+        None => {
+            problem.insert_extension_unchecked(REQUEST_ID_MEMBER.into(), id.as_str().into());
+        }
+    }
+    for name in [
+        CONTENT_LENGTH,
+        CONTENT_ENCODING,
+        CONTENT_LANGUAGE,
+        CONTENT_RANGE,
+        TRANSFER_ENCODING,
+    ] {
+        parts.headers.remove(name);
+    }
+    set_problem_headers(&mut parts.headers);
+    let json = problem.to_json_bytes();
+    parts.extensions.insert(problem);
+    let mut response = Response::from_parts(parts, ResponseBody::problem(json));
+    stamp_request_id(&mut response, config, id);
+    response
+}
+
+fn stamp_request_id<B>(response: &mut Response<B>, config: &Config, id: &RequestId) {
+    if !response.headers().contains_key(&config.request_id_header) {
+        response
+            .headers_mut()
+            .insert(config.request_id_header.clone(), id.header_value().clone());
+    }
+    response.extensions_mut().insert(id.clone());
+}
+
+fn log_panic(payload: &(dyn Any + Send), id: &RequestId) {
+    #[cfg(feature = "tracing")]
+    {
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("<non-string panic payload>");
+        tracing::error!(request_id = %id, panic = message, "inner service panicked; answered with a 500 problem");
+    }
+    // Without the `tracing` feature there is nowhere to report the panic to.
+    #[cfg(not(feature = "tracing"))]
+    let _ = (payload, id);
+}
+
+impl<F, B> std::fmt::Debug for ResponseFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("request_id", &self.request_id)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,103 @@
+//! Rendering a problem as an HTTP response.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Response};
+
+use crate::json::APPLICATION_PROBLEM_JSON;
+use crate::problem::Problem;
+
+const NO_STORE: HeaderValue = HeaderValue::from_static("no-store");
+
+impl Problem {
+    /// Renders the problem as a response with its status, `Content-Type:
+    /// application/problem+json` and `Cache-Control: no-store`, for any body type that can
+    /// be made from `Bytes` (`Full<Bytes>`, `axum::body::Body`, …).
+    ///
+    /// ```
+    /// use http::{Response, StatusCode};
+    /// use http_body_util::Full;
+    /// use bytes::Bytes;
+    /// use tower_problem_details::Problem;
+    ///
+    /// let response: Response<Full<Bytes>> = Problem::new(StatusCode::NOT_FOUND).into_response();
+    /// assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    /// assert_eq!(response.headers()["content-type"], "application/problem+json");
+    /// assert_eq!(response.headers()["cache-control"], "no-store");
+    /// ```
+    pub fn into_response<B: From<Bytes>>(self) -> Response<B> {
+        let mut response = Response::new(B::from(self.to_json_bytes()));
+        *response.status_mut() = self.status;
+        set_problem_headers(response.headers_mut());
+        response
+    }
+}
+
+/// Sets the headers every problem response carries, replacing any previous values.
+pub(crate) fn set_problem_headers(headers: &mut http::HeaderMap) {
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(APPLICATION_PROBLEM_JSON),
+    );
+    headers.insert(CACHE_CONTROL, NO_STORE);
+}
+
+impl<B: From<Bytes>> From<Problem> for Response<B> {
+    fn from(problem: Problem) -> Self {
+        problem.into_response()
+    }
+}
+
+/// Whether a `Content-Type` value names a problem details document (`application/problem+json`
+/// or `application/problem+xml`, any parameters, any case).
+pub(crate) fn is_problem_content_type(value: &HeaderValue) -> bool {
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case(APPLICATION_PROBLEM_JSON)
+        || essence.eq_ignore_ascii_case("application/problem+xml")
+}
+
+#[cfg(feature = "axum")]
+mod axum_impl {
+    use axum::response::{IntoResponse, Response};
+
+    use crate::Problem;
+
+    impl IntoResponse for Problem {
+        fn into_response(self) -> Response {
+            Problem::into_response(self)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_content_types_are_recognised() {
+        for yes in [
+            "application/problem+json",
+            "Application/Problem+JSON; charset=utf-8",
+            "application/problem+xml",
+        ] {
+            assert!(
+                is_problem_content_type(&HeaderValue::from_static(yes)),
+                "{yes}"
+            );
+        }
+        for no in [
+            "application/json",
+            "text/plain",
+            "application/problem+jsonx",
+            "",
+        ] {
+            assert!(
+                !is_problem_content_type(&HeaderValue::from_static(no)),
+                "{no}"
+            );
+        }
+    }
+}

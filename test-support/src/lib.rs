@@ -1,0 +1,329 @@
+//! Test support shared by the API guardrail crates. Not published.
+//!
+//! Every integration test that talks to Redis gets its server and its key prefix from
+//! [`redis`]:
+//!
+//! ```no_run
+//! let redis = guardrail_test_support::redis("claim_is_atomic");
+//! // Connect to `redis.url()`; put every key under `redis.prefix()`.
+//! assert!(redis.url().starts_with("redis://"));
+//! ```
+//!
+//! The server is found in this order, once per test binary:
+//!
+//! 1. `REDIS_URL`, when it is set (it must answer `PING` if it is a plain `redis://host:port` URL);
+//! 2. a Redis already answering on `127.0.0.1:6379`;
+//! 3. a `redis-server` spawned on a free port, with its data in a temporary directory; it is
+//!    stopped and its directory removed when the test binary exits, however it exits.
+//!
+//! When none of these works the call panics with a message naming what to install: a test that
+//! needs Redis fails, it is never skipped.
+//!
+//! Tests in one binary run in parallel against the same server, so every test uses its own key
+//! prefix ([`TestRedis::prefix`]), unique across tests, runs and processes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const DEFAULT_ADDR: &str = "127.0.0.1:6379";
+const INSTALL_HINT: &str = "install Redis (Debian/Ubuntu: `apt-get install redis-server`, \
+     macOS: `brew install redis`) so that `redis-server` is on PATH, or set REDIS_URL to a running server";
+
+/// A Redis server for one test, with a key prefix of its own.
+#[derive(Debug, Clone)]
+pub struct TestRedis {
+    url: String,
+    prefix: String,
+}
+
+impl TestRedis {
+    /// The connection URL, e.g. `redis://127.0.0.1:6379`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A key prefix no other test shares, ending in `:`.
+    ///
+    /// It contains no `{` or `}`, so crates can wrap their own hash tags around it.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+/// Returns the shared test Redis server and a fresh key prefix for the test `test_name`.
+///
+/// # Panics
+///
+/// Panics with an explanation when no Redis server can be found or started.
+pub fn redis(test_name: &str) -> TestRedis {
+    let url = match shared_server() {
+        Ok(url) => url.clone(),
+        Err(message) => panic!("{message}"),
+    };
+    TestRedis {
+        url,
+        prefix: unique_prefix(test_name),
+    }
+}
+
+/// A key prefix unique to this call: the sanitized test name, the process id, a per-process
+/// counter and the start time of the process.
+pub fn unique_prefix(test_name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static STARTED: OnceLock<u128> = OnceLock::new();
+    let started = STARTED.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    });
+    let name: String = test_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("test:{name}:{}:{started:x}:{n}:", std::process::id())
+}
+
+enum Source {
+    Url(String),
+    Spawned(RedisServer),
+}
+
+fn shared_server() -> Result<&'static String, &'static String> {
+    static SERVER: OnceLock<Result<(String, Source), String>> = OnceLock::new();
+    SERVER
+        .get_or_init(find_or_start)
+        .as_ref()
+        .map(|(url, _source)| url)
+}
+
+fn find_or_start() -> Result<(String, Source), String> {
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        if let Some(addr) = plain_tcp_addr(&url) {
+            if !answers_ping(&addr) {
+                return Err(format!(
+                    "REDIS_URL is set to {url}, but nothing there answers PING; start that server or unset REDIS_URL"
+                ));
+            }
+        }
+        return Ok((url.clone(), Source::Url(url)));
+    }
+    if answers_ping(DEFAULT_ADDR) {
+        let url = format!("redis://{DEFAULT_ADDR}");
+        return Ok((url.clone(), Source::Url(url)));
+    }
+    let server = RedisServer::spawn().map_err(|e| {
+        format!("no Redis for the tests: REDIS_URL is unset, nothing answers on {DEFAULT_ADDR}, and {e}; {INSTALL_HINT}")
+    })?;
+    let url = server.url();
+    Ok((url, Source::Spawned(server)))
+}
+
+/// The `host:port` of a `redis://` URL without credentials or options, if it is one.
+fn plain_tcp_addr(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("redis://")?;
+    let authority = rest.split(['/', '?']).next()?;
+    if authority.contains('@') || authority.is_empty() {
+        return None;
+    }
+    if authority.contains(':') {
+        Some(authority.to_owned())
+    } else {
+        Some(format!("{authority}:6379"))
+    }
+}
+
+/// Whether a Redis server that accepts commands without credentials answers at `addr`.
+pub fn answers_ping(addr: &str) -> bool {
+    let Ok(mut addrs) = addr.to_socket_addrs() else {
+        return false;
+    };
+    addrs.any(|addr| ping(addr).is_ok())
+}
+
+fn ping(addr: SocketAddr) -> std::io::Result<()> {
+    let timeout = Duration::from_millis(500);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply)?;
+    if &reply == b"+PONG\r\n" {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(
+            "not a Redis server that answers PING",
+        ))
+    }
+}
+
+/// A `redis-server` child process on a free port, with its files in a temporary directory.
+///
+/// Dropping it stops the server and removes the directory. A server that is never dropped
+/// (one kept in a `static`) is stopped when the process that spawned it exits, because the
+/// supervising shell waits for its standard input to close.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: PathBuf,
+    supervisor: Child,
+    stdin: Option<ChildStdin>,
+}
+
+impl RedisServer {
+    /// Spawns `redis-server` on a free local port and waits until it answers `PING`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when `redis-server` is not on `PATH` or does not come up within 10 seconds
+    /// (after three attempts on different ports).
+    pub fn spawn() -> Result<Self, String> {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match Self::spawn_once() {
+                Ok(server) => return Ok(server),
+                Err(e) => last_error = e,
+            }
+        }
+        Err(last_error)
+    }
+
+    fn spawn_once() -> Result<Self, String> {
+        let version = Command::new("redis-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if !matches!(version, Ok(status) if status.success()) {
+            return Err("`redis-server` is not on PATH".to_owned());
+        }
+        let port = free_port().map_err(|e| format!("no free local port: {e}"))?;
+        let dir = std::env::temp_dir().join(unique_prefix("redis").replace(':', "-"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // The shell starts the server, then blocks on its standard input; that pipe closes when
+        // this process exits (normally, by panic or by a signal), and the shell then stops the
+        // server and removes its directory. Rust never runs destructors of statics, so this is
+        // how a server shared by a whole test binary is cleaned up.
+        let script = r#"redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --dir "$2" --logfile "$2/redis.log" &
+pid=$!
+cat >/dev/null
+kill "$pid" 2>/dev/null
+wait "$pid" 2>/dev/null
+rm -rf "$2""#;
+        let mut supervisor = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(port.to_string())
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run `sh` to start redis-server: {e}"))?;
+        let stdin = supervisor.stdin.take();
+        let server = Self {
+            port,
+            dir,
+            supervisor,
+            stdin,
+        };
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if answers_ping(&addr) {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let log = std::fs::read_to_string(server.dir.join("redis.log")).unwrap_or_default();
+        Err(format!(
+            "redis-server did not answer on {addr} within 10 s; its log: {}",
+            log.trim()
+        ))
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The connection URL, `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // Closing the pipe tells the supervising shell to stop the server and clean up.
+        drop(self.stdin.take());
+        let _ = self.supervisor.wait();
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_unique_and_free_of_hash_tags() {
+        let a = unique_prefix("a test{with}braces");
+        let b = unique_prefix("a test{with}braces");
+        assert_ne!(a, b);
+        assert!(!a.contains(['{', '}', ' ']), "{a}");
+        assert!(a.ends_with(':'));
+    }
+
+    #[test]
+    fn plain_tcp_addr_reads_host_and_port() {
+        assert_eq!(
+            plain_tcp_addr("redis://127.0.0.1:6380/0").as_deref(),
+            Some("127.0.0.1:6380")
+        );
+        assert_eq!(
+            plain_tcp_addr("redis://localhost").as_deref(),
+            Some("localhost:6379")
+        );
+        assert_eq!(plain_tcp_addr("redis://user:pw@host:1"), None);
+        assert_eq!(plain_tcp_addr("rediss://host:1"), None);
+    }
+
+    #[test]
+    fn shared_server_answers() {
+        let redis = redis("shared_server_answers");
+        let addr = plain_tcp_addr(redis.url()).expect("a plain redis:// URL");
+        assert!(answers_ping(&addr), "{} does not answer", redis.url());
+    }
+
+    #[test]
+    fn spawned_server_answers_and_stops_when_dropped() {
+        let server = RedisServer::spawn().unwrap_or_else(|e| panic!("{e}; {INSTALL_HINT}"));
+        let addr = format!("127.0.0.1:{}", server.port());
+        assert!(answers_ping(&addr));
+        let dir = server.dir.clone();
+        assert!(dir.exists());
+        drop(server);
+        assert!(!answers_ping(&addr), "the server outlived its handle");
+        assert!(!dir.exists(), "the data directory was left behind");
+    }
+}
