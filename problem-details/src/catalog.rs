@@ -140,8 +140,7 @@ impl ProblemCatalog {
     /// The type URI of `kind`.
     pub fn type_uri(&self, kind: ProblemKind) -> UriRef {
         // The base was checked to make a URI reference with any slug of the catalog.
-        UriRef::try_from(format!("{}{}", self.base, kind.slug()))
-            .unwrap_or_else(|_| UriRef::ABOUT_BLANK)
+        UriRef::try_from(format!("{}{}", self.base, kind.slug())).unwrap_or(UriRef::ABOUT_BLANK)
     }
 
     /// A problem of `kind`: its type URI, status and default title.

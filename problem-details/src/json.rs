@@ -230,7 +230,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn parse_value(v: Value) -> Result<Problem, ParseError> {
+    fn parse_value(v: &Value) -> Result<Problem, ParseError> {
         Problem::from_json(v.to_string().as_bytes())
     }
 
@@ -242,7 +242,7 @@ mod tests {
 
     #[test]
     fn wrong_typed_standard_members_are_ignored_and_the_rest_kept() -> Result<(), ParseError> {
-        let p = parse_value(json!({
+        let p = parse_value(&json!({
             "type": 7,
             "title": 5,
             "status": 409,
@@ -261,7 +261,7 @@ mod tests {
 
     #[test]
     fn a_string_status_is_ignored_not_fatal() {
-        let err = parse_value(json!({"status": "404", "title": "x"})).expect_err("no status");
+        let err = parse_value(&json!({"status": "404", "title": "x"})).expect_err("no status");
         assert_eq!(err.kind(), ParseErrorKind::MissingStatus);
         let p =
             Problem::from_json_with_status(br#"{"status":"404","title":"x"}"#, StatusCode::GONE)
@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn fragments_and_urns_survive_a_round_trip() -> Result<(), ParseError> {
-        let p = parse_value(json!({
+        let p = parse_value(&json!({
             "type": "/problems/connection-error#read-timeout",
             "instance": "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
             "status": 504,

@@ -169,9 +169,9 @@ impl ValidationError {
         &self.detail
     }
 
-    fn to_value(&self) -> Value {
+    fn into_value(self) -> Value {
         let mut item = Map::with_capacity(2);
-        item.insert("detail".to_owned(), Value::from(&*self.detail));
+        item.insert("detail".to_owned(), Value::from(self.detail.into_owned()));
         item.insert(
             "pointer".to_owned(),
             Value::from(self.pointer.to_uri_fragment()),
@@ -232,8 +232,13 @@ impl ValidationErrors {
         self.0.iter()
     }
 
-    fn to_value(&self) -> Value {
-        Value::Array(self.0.iter().map(ValidationError::to_value).collect())
+    fn into_value(self) -> Value {
+        Value::Array(
+            self.0
+                .into_iter()
+                .map(ValidationError::into_value)
+                .collect(),
+        )
     }
 }
 
@@ -270,8 +275,8 @@ impl<'a> IntoIterator for &'a ValidationErrors {
 impl Problem {
     /// Sets the `errors` extension member to `errors`.
     #[must_use]
-    pub fn with_validation_errors(mut self, errors: &ValidationErrors) -> Self {
-        self.insert_extension_unchecked(Cow::Borrowed(ERRORS_MEMBER), errors.to_value());
+    pub fn with_validation_errors(mut self, errors: ValidationErrors) -> Self {
+        self.insert_extension_unchecked(Cow::Borrowed(ERRORS_MEMBER), errors.into_value());
         self
     }
 
@@ -292,7 +297,7 @@ impl ProblemCatalog {
     /// A `validation-failed` problem (422) carrying `errors`.
     pub fn validation_failed(&self, errors: ValidationErrors) -> Problem {
         self.problem(ProblemKind::ValidationFailed)
-            .with_validation_errors(&errors)
+            .with_validation_errors(errors)
     }
 }
 

@@ -96,39 +96,49 @@ pub fn unique_prefix(test_name: &str) -> String {
     format!("test:{name}:{}:{started:x}:{n}:", std::process::id())
 }
 
-enum Source {
-    Url(String),
-    Spawned(RedisServer),
+/// The server every test of this binary shares.
+struct Shared {
+    url: String,
+    /// Held so the spawned server lives as long as the process.
+    _spawned: Option<RedisServer>,
 }
 
 fn shared_server() -> Result<&'static String, &'static String> {
-    static SERVER: OnceLock<Result<(String, Source), String>> = OnceLock::new();
+    static SERVER: OnceLock<Result<Shared, String>> = OnceLock::new();
     SERVER
         .get_or_init(find_or_start)
         .as_ref()
-        .map(|(url, _source)| url)
+        .map(|shared| &shared.url)
 }
 
-fn find_or_start() -> Result<(String, Source), String> {
+fn find_or_start() -> Result<Shared, String> {
     if let Ok(url) = std::env::var("REDIS_URL") {
-        if let Some(addr) = plain_tcp_addr(&url) {
-            if !answers_ping(&addr) {
-                return Err(format!(
-                    "REDIS_URL is set to {url}, but nothing there answers PING; start that server or unset REDIS_URL"
-                ));
-            }
+        if let Some(addr) = plain_tcp_addr(&url)
+            && !answers_ping(&addr)
+        {
+            return Err(format!(
+                "REDIS_URL is set to {url}, but nothing there answers PING; start that server or unset REDIS_URL"
+            ));
         }
-        return Ok((url.clone(), Source::Url(url)));
+        return Ok(Shared {
+            url,
+            _spawned: None,
+        });
     }
     if answers_ping(DEFAULT_ADDR) {
         let url = format!("redis://{DEFAULT_ADDR}");
-        return Ok((url.clone(), Source::Url(url)));
+        return Ok(Shared {
+            url,
+            _spawned: None,
+        });
     }
     let server = RedisServer::spawn().map_err(|e| {
         format!("no Redis for the tests: REDIS_URL is unset, nothing answers on {DEFAULT_ADDR}, and {e}; {INSTALL_HINT}")
     })?;
-    let url = server.url();
-    Ok((url, Source::Spawned(server)))
+    Ok(Shared {
+        url: server.url(),
+        _spawned: Some(server),
+    })
 }
 
 /// The `host:port` of a `redis://` URL without credentials or options, if it is one.
