@@ -13,8 +13,9 @@ macro_rules! catalog {
         /// A problem type of the catalog shared by every guardrail crate.
         ///
         /// Each kind has a stable slug, which [`ProblemCatalog`] turns into a type URI, a
-        /// status and a default title. `docs/problems.md` in this crate explains each one and
-        /// how a client resolves it.
+        /// status and a default title. The catalog, as documented for clients:
+        ///
+        #[doc = include_str!("../docs/problems.md")]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum ProblemKind {

@@ -43,9 +43,15 @@ impl Problem {
 
     /// Reads a problem details document.
     ///
-    /// Follows RFC 9457 §3.1: a standard member of the wrong type (say `"status": "404"`, or
-    /// a `type` that is not a URI reference) is ignored as if it were absent; unknown members
-    /// are kept as extensions, in document order. This never panics, whatever the input.
+    /// Follows RFC 9457 §3.1: a standard member of the wrong type (say `"status": "404"`, a
+    /// `status` outside 100..=599, or a `type` that is not a URI reference) is ignored as if it
+    /// were absent; unknown members are kept as extensions, in document order. This never
+    /// panics, whatever the input.
+    ///
+    /// A [`Problem`] always has a status, so this is the one member a document must have
+    /// here; a client holding the HTTP response should call
+    /// [`from_json_with_status`](Self::from_json_with_status), which falls back to the
+    /// response's status as RFC 9457 §3.1.2 intends.
     ///
     /// ```
     /// use tower_problem_details::Problem;
@@ -163,8 +169,11 @@ impl Members {
                 }
             }
             "status" => {
+                // RFC 9457's schema bounds the member to 100..=599; anything else is as
+                // unusable as a wrong type.
                 let status = value
                     .as_u64()
+                    .filter(|n| (100..=599).contains(n))
                     .and_then(|n| u16::try_from(n).ok())
                     .and_then(|n| StatusCode::from_u16(n).ok());
                 if status.is_some() {

@@ -50,6 +50,9 @@ pub struct Problem {
 impl Problem {
     /// A problem of type `about:blank` for `status`, titled with its reason phrase
     /// (`"Not Found"` for 404; no title for codes without one).
+    ///
+    /// Problems are for error statuses (4xx and 5xx). Readers, this crate's included, ignore
+    /// a `status` member outside 100..=599, the range of RFC 9457's schema.
     pub fn new(status: StatusCode) -> Self {
         Problem {
             status,

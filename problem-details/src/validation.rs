@@ -107,6 +107,9 @@ fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = s.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -326,7 +329,7 @@ mod tests {
 
     #[test]
     fn invalid_pointers_are_refused() {
-        for s in ["a", "/~2", "/~", "#/%zz", "#/%C3", "#a"] {
+        for s in ["a", "/~2", "/~", "#/%zz", "#/%C3", "#/%+1", "#a"] {
             assert!(JsonPointer::parse(s).is_err(), "{s:?}");
         }
         assert_eq!(JsonPointer::parse(""), Ok(JsonPointer::root()));

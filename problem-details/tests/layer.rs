@@ -208,9 +208,104 @@ async fn the_request_id_can_be_the_instance() {
     let problem = Problem::from_json(&body_of(response).await.1).expect("problem");
     assert_eq!(
         problem.instance().map(|i| i.as_str()),
-        Some("b1946ac9-2b5e-4d8f-9a54-5f1c4f1f0b0e")
+        Some("urn:uuid:b1946ac9-2b5e-4d8f-9a54-5f1c4f1f0b0e")
     );
     assert_eq!(problem.extension(REQUEST_ID_MEMBER), None);
+
+    // A client-chosen id that is not a UUID never becomes the instance.
+    let request = Request::builder()
+        .header("x-request-id", "//evil.example/x")
+        .body(Full::default())
+        .expect("valid");
+    let layer = ProblemLayer::new().request_id_as_instance(true);
+    let response = through(layer, request, || respond(409, None, "")).await;
+    let problem = Problem::from_json(&body_of(response).await.1).expect("problem");
+    assert_eq!(problem.instance(), None);
+    assert_eq!(
+        problem.extension(REQUEST_ID_MEMBER),
+        Some(&"//evil.example/x".into())
+    );
+}
+
+#[tokio::test]
+async fn an_empty_problem_body_is_still_converted_and_stale_headers_go() {
+    let response = through(ProblemLayer::new(), get(), || {
+        let mut r = respond(503, Some("application/problem+json"), "");
+        r.headers_mut()
+            .insert("etag", "\"v1\"".parse().expect("valid"));
+        r.headers_mut()
+            .insert("retry-after", "5".parse().expect("valid"));
+        r
+    })
+    .await;
+    let (parts, body) = body_of(response).await;
+    assert_eq!(parts.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(parts.headers.get("etag").is_none());
+    assert_eq!(parts.headers["retry-after"], "5");
+    assert_eq!(Problem::from_json(&body).expect("problem").status(), 503);
+
+    let response = through(ProblemLayer::new(), get(), || {
+        let mut r = respond(416, None, "");
+        r.headers_mut()
+            .insert("content-range", "bytes */1000".parse().expect("valid"));
+        r
+    })
+    .await;
+    assert_eq!(response.headers()["content-range"], "bytes */1000");
+}
+
+/// A body that arrives in chunks, with no size known in advance.
+struct Chunks(std::collections::VecDeque<&'static str>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|chunk| Ok(http_body::Frame::data(Bytes::from_static(chunk.as_bytes())))),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_streamed_text_body_is_kept_up_to_the_limit_only() {
+    async fn detail_for(limit: usize, chunks: &[&'static str]) -> Option<String> {
+        let chunks: std::collections::VecDeque<&'static str> = chunks.iter().copied().collect();
+        let service = ServiceBuilder::new()
+            .layer(ProblemLayer::new().client_error_detail_limit(limit))
+            .service_fn(move |_req: Request<Full<Bytes>>| {
+                let body = Chunks(chunks.clone());
+                async move {
+                    let mut r = Response::new(body);
+                    *r.status_mut() = StatusCode::BAD_REQUEST;
+                    r.headers_mut()
+                        .insert("content-type", "text/plain".parse().expect("valid"));
+                    Ok::<_, Infallible>(r)
+                }
+            });
+        let response = service.oneshot(get()).await.expect("infallible");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("infallible")
+            .to_bytes();
+        Problem::from_json(&body)
+            .expect("problem")
+            .detail()
+            .map(str::to_owned)
+    }
+    assert_eq!(
+        detail_for(10, &["12345", "67890"]).await.as_deref(),
+        Some("1234567890")
+    );
+    assert_eq!(detail_for(9, &["12345", "67890"]).await, None);
 }
 
 #[tokio::test]

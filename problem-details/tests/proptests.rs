@@ -38,7 +38,7 @@ fn extension_name() -> impl Strategy<Value = String> {
 
 prop_compose! {
     fn problem()(
-        status in 100u16..=999,
+        status in 100u16..=599,
         problem_type in prop::option::of(uri_ref()),
         title in prop::option::of(".{0,30}"),
         detail in prop::option::of(".{0,60}"),
@@ -62,11 +62,11 @@ fn not_a_string() -> impl Strategy<Value = Value> {
     json_value().prop_filter("not a string", |v| !v.is_string())
 }
 
-/// A value that is not a usable status: not an integer in 100..=999.
+/// A value that is not a usable status: not an integer in 100..=599.
 fn not_a_status() -> impl Strategy<Value = Value> {
     prop_oneof![
         json_value().prop_filter("not a number", |v| !v.is_number()),
-        (1000u64..).prop_map(Value::from),
+        (600u64..).prop_map(Value::from),
         (0u64..100).prop_map(Value::from),
         (i64::MIN..0).prop_map(Value::from),
         "[0-9]{3}".prop_map(Value::from),

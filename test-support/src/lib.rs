@@ -14,7 +14,8 @@
 //! 1. `REDIS_URL`, when it is set (it must answer `PING` if it is a plain `redis://host:port` URL);
 //! 2. a Redis already answering on `127.0.0.1:6379`;
 //! 3. a `redis-server` spawned on a free port, with its data in a temporary directory; it is
-//!    stopped and its directory removed when the test binary exits, however it exits.
+//!    stopped and its directory removed when the test binary exits (normally, by a panic, or
+//!    by SIGINT, SIGTERM or SIGHUP; a SIGKILL of the whole process group leaves the directory).
 //!
 //! When none of these works the call panics with a message naming what to install: a test that
 //! needs Redis fails, it is never skipped.
@@ -112,7 +113,10 @@ fn shared_server() -> Result<&'static String, &'static String> {
 }
 
 fn find_or_start() -> Result<Shared, String> {
-    if let Ok(url) = std::env::var("REDIS_URL") {
+    if let Some(url) = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    {
         if let Some(addr) = plain_tcp_addr(&url)
             && !answers_ping(&addr)
         {
@@ -148,7 +152,12 @@ fn plain_tcp_addr(url: &str) -> Option<String> {
     if authority.contains('@') || authority.is_empty() {
         return None;
     }
-    if authority.contains(':') {
+    // `[::1]:6380` has a port; `[::1]` and `localhost` do not.
+    let has_port = match authority.rfind(']') {
+        Some(bracket) => authority[bracket..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
         Some(authority.to_owned())
     } else {
         Some(format!("{authority}:6379"))
@@ -227,13 +236,16 @@ impl RedisServer {
         // The shell starts the server, then blocks on its standard input; that pipe closes when
         // this process exits (normally, by panic or by a signal), and the shell then stops the
         // server and removes its directory. Rust never runs destructors of statics, so this is
-        // how a server shared by a whole test binary is cleaned up.
-        let script = r#"redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --dir "$2" --logfile "$2/redis.log" &
+        // how a server shared by a whole test binary is cleaned up. The trap covers a signal
+        // sent to the whole process group (Ctrl-C), which reaches the shell too.
+        let script = r#"dir="$2"
+redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --logfile "$dir/redis.log" &
 pid=$!
+echo "$pid" > "$dir/pid"
+cleanup() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"; }
+trap 'cleanup; exit 0' INT TERM HUP
 cat >/dev/null
-kill "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-rm -rf "$2""#;
+cleanup"#;
         let mut supervisor = Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -244,7 +256,10 @@ rm -rf "$2""#;
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot run `sh` to start redis-server: {e}"))?;
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                format!("cannot run `sh` to start redis-server: {e}")
+            })?;
         let stdin = supervisor.stdin.take();
         let server = Self {
             port,
@@ -255,7 +270,13 @@ rm -rf "$2""#;
         let addr = format!("127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if answers_ping(&addr) {
+            // Only a PING answered while our own server runs proves the port is ours; if it
+            // has exited (it lost the port to another process), give up on this port at once.
+            let alive = server.redis_alive();
+            if alive == Some(false) {
+                break;
+            }
+            if alive == Some(true) && answers_ping(&addr) {
                 return Ok(server);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -265,6 +286,18 @@ rm -rf "$2""#;
             "redis-server did not answer on {addr} within 10 s; its log: {}",
             log.trim()
         ))
+    }
+
+    /// Whether the `redis-server` process runs: `None` until its pid is known.
+    fn redis_alive(&self) -> Option<bool> {
+        let pid = std::fs::read_to_string(self.dir.join("pid")).ok()?;
+        let pid = pid.trim();
+        if pid.is_empty() {
+            return None;
+        }
+        // A zombie (exited, not yet reaped by the shell) counts as gone.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        Some(!stat.is_empty() && !stat.contains(") Z "))
     }
 
     /// The port the server listens on (127.0.0.1).
@@ -313,6 +346,14 @@ mod tests {
         assert_eq!(
             plain_tcp_addr("redis://localhost").as_deref(),
             Some("localhost:6379")
+        );
+        assert_eq!(
+            plain_tcp_addr("redis://[::1]").as_deref(),
+            Some("[::1]:6379")
+        );
+        assert_eq!(
+            plain_tcp_addr("redis://[::1]:6380").as_deref(),
+            Some("[::1]:6380")
         );
         assert_eq!(plain_tcp_addr("redis://user:pw@host:1"), None);
         assert_eq!(plain_tcp_addr("rediss://host:1"), None);

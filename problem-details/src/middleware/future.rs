@@ -7,11 +7,11 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::{
-    CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE,
-    TRANSFER_ENCODING,
+    CONTENT_DISPOSITION, CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_LENGTH, CONTENT_LOCATION,
+    CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED, TRANSFER_ENCODING,
 };
 use http::response::Parts;
-use http::{HeaderValue, Response};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 
@@ -21,7 +21,21 @@ use super::request_id::{REQUEST_ID_MEMBER, RequestId};
 use crate::catalog::ProblemKind;
 use crate::problem::Problem;
 use crate::response::{is_problem_content_type, set_problem_headers};
-use crate::uri_ref::UriRef;
+
+/// Headers about the body, removed when the body is replaced by a problem.
+const STALE_BODY_HEADERS: [HeaderName; 11] = [
+    CONTENT_LENGTH,
+    CONTENT_ENCODING,
+    CONTENT_LANGUAGE,
+    CONTENT_LOCATION,
+    CONTENT_DISPOSITION,
+    TRANSFER_ENCODING,
+    ETAG,
+    LAST_MODIFIED,
+    HeaderName::from_static("digest"),
+    HeaderName::from_static("content-digest"),
+    HeaderName::from_static("repr-digest"),
+];
 
 pin_project! {
     /// The response future of [`ProblemService`](super::ProblemService).
@@ -131,7 +145,10 @@ fn on_response<F, B: Body, E>(
     let status = response.status();
     let content_type = response.headers().get(CONTENT_TYPE);
     let is_error = status.is_client_error() || status.is_server_error();
-    if !is_error || content_type.is_some_and(is_problem_content_type) {
+    // A problem content type with an empty body is still a bare error.
+    let is_problem =
+        content_type.is_some_and(is_problem_content_type) && !response.body().is_end_stream();
+    if !is_error || is_problem {
         let mut response = response.map(ResponseBody::inner);
         stamp_request_id(&mut response, config, id);
         return Step::Ready(Ok(response));
@@ -213,24 +230,19 @@ fn problem_response<B>(
     id: &RequestId,
 ) -> Response<ResponseBody<B>> {
     parts.status = problem.status();
-    let instance = config
-        .request_id_as_instance
-        .then(|| UriRef::try_from(id.as_str()).ok())
-        .flatten();
-    match instance {
+    match config.request_id_as_instance.then(|| id.as_urn()).flatten() {
         Some(instance) => problem = problem.with_instance(instance),
         None => {
             problem.insert_extension_unchecked(REQUEST_ID_MEMBER.into(), id.as_str().into());
         }
     }
-    for name in [
-        CONTENT_LENGTH,
-        CONTENT_ENCODING,
-        CONTENT_LANGUAGE,
-        CONTENT_RANGE,
-        TRANSFER_ENCODING,
-    ] {
+    // Headers that describe the replaced body would now describe the wrong one. (A 416
+    // keeps `Content-Range: bytes */len`, which describes the resource, not the body.)
+    for name in STALE_BODY_HEADERS {
         parts.headers.remove(name);
+    }
+    if parts.status != StatusCode::RANGE_NOT_SATISFIABLE {
+        parts.headers.remove(CONTENT_RANGE);
     }
     set_problem_headers(&mut parts.headers);
     let json = problem.to_json_bytes();

@@ -66,8 +66,9 @@ impl ProblemLayer {
         self
     }
 
-    /// Writes the request id as the problem's `instance` instead of a `request_id` member
-    /// (when the id is a valid URI reference, as UUIDs are; otherwise the member is used).
+    /// Writes the request id as the problem's `instance` (`urn:uuid:<id>`) instead of a
+    /// `request_id` member, when the id is a UUID (generated ids always are); other ids stay in
+    /// the member, since an arbitrary client-chosen string is no safe `instance`.
     #[must_use]
     pub fn request_id_as_instance(mut self, yes: bool) -> Self {
         Arc::make_mut(&mut self.config).request_id_as_instance = yes;

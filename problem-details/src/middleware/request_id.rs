@@ -2,6 +2,8 @@ use std::fmt;
 
 use http::{HeaderName, HeaderValue, Request};
 
+use crate::uri_ref::UriRef;
+
 /// The extension member in which [`ProblemLayer`](super::ProblemLayer) writes the request id.
 pub const REQUEST_ID_MEMBER: &str = "request_id";
 
@@ -21,6 +23,14 @@ impl RequestId {
     pub fn as_str(&self) -> &str {
         // Only visible ASCII is ever stored, so this never falls back.
         self.0.to_str().unwrap_or_default()
+    }
+
+    /// `urn:uuid:<id>` when the id is a UUID, the only form safe to put in `instance` (a bare
+    /// id would be a relative reference, resolved against the request URL, and a
+    /// client-chosen one could be any URI).
+    pub(crate) fn as_urn(&self) -> Option<UriRef> {
+        let uuid = uuid::Uuid::try_parse(self.as_str()).ok()?;
+        UriRef::try_from(uuid.urn().to_string()).ok()
     }
 
     /// The id as a header value.
