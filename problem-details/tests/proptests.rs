@@ -24,8 +24,10 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 fn uri_ref() -> impl Strategy<Value = UriRef> {
     prop_oneof![
-        "(https|urn|tag):[a-z0-9./:@-]{1,20}(#[a-z0-9-]{0,8})?",
-        "/[a-z0-9/_-]{0,20}(\\?[a-z=&]{0,8})?(#[a-z0-9-]{0,8})?",
+        // No `//` after the scheme: an authority has rules (a numeric port) of its own.
+        "(https|urn|tag):[a-z0-9][a-z0-9./:@-]{0,20}(#[a-z0-9-]{0,8})?",
+        "https://[a-z0-9.-]{1,12}(:[0-9]{1,4})?(/[a-z0-9/_-]{0,12})?(#[a-z0-9-]{0,8})?",
+        "/([a-z0-9][a-z0-9/_-]{0,20})?(\\?[a-z=&]{0,8})?(#[a-z0-9-]{0,8})?",
     ]
     .prop_map(|s| UriRef::try_from(s).expect("the strategy makes URI references"))
 }
