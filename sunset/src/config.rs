@@ -88,6 +88,9 @@ impl Config {
         start: SystemTime,
         end: SystemTime,
     ) -> Result<(), ConfigError> {
+        // Both ends are rendered as HTTP dates in the 410's detail, so both must be in range.
+        date::unix_seconds(start)?;
+        date::unix_seconds(end)?;
         let ends_in_time = self.sunset.is_none_or(|(sunset, _)| end <= sunset);
         if start >= end || start < self.deprecation.0 || !ends_in_time {
             return Err(ConfigError::new(ConfigErrorKind::InvalidBrownout));
@@ -156,27 +159,40 @@ impl Config {
         }
     }
 
-    /// The end of the brownout window `now` falls in (the latest, if windows overlap).
+    /// When the brownout `now` falls in ends: the end of the window, extended through any
+    /// windows that overlap or follow it without a gap.
     fn brownout_at(&self, now: SystemTime) -> Option<SystemTime> {
-        self.brownouts
+        let mut end = self
+            .brownouts
             .iter()
             .filter(|&&(start, end)| start <= now && now < end)
             .map(|&(_, end)| end)
+            .max()?;
+        while let Some(later) = self
+            .brownouts
+            .iter()
+            .filter(|&&(start, e)| start <= end && e > end)
+            .map(|&(_, e)| e)
             .max()
+        {
+            end = later;
+        }
+        Some(end)
     }
 
     /// Adds the lifecycle headers to a response (of the inner service or a rejection).
     ///
-    /// A `Deprecation` or `Sunset` already present is kept: it comes from a layer nearer the
-    /// handler, which knows more precisely. Links are always added.
+    /// A response that already has a `Deprecation` got it from a layer nearer the handler,
+    /// which knows more precisely: its `Deprecation`, `Sunset` and links are one consistent
+    /// set (mixing two layers' could put a sunset before a deprecation, or name two
+    /// successors), so this layer adds none of its own.
     pub(crate) fn stamp(&self, headers: &mut HeaderMap, cross_origin: bool) {
-        let r = &self.rendered;
-        if !headers.contains_key(DEPRECATION) {
-            headers.insert(DEPRECATION, r.deprecation.clone());
+        if headers.contains_key(DEPRECATION) {
+            return;
         }
-        if let Some(sunset) = &r.sunset
-            && !headers.contains_key(SUNSET)
-        {
+        let r = &self.rendered;
+        headers.insert(DEPRECATION, r.deprecation.clone());
+        if let Some(sunset) = &r.sunset {
             headers.insert(SUNSET, sunset.clone());
         }
         for link in &r.links {
@@ -210,7 +226,11 @@ impl Config {
                     detail.push_str(sunset.to_str().unwrap_or_default());
                     detail.push('.');
                 }
-                (detail, Some(seconds_until(now, end)))
+                // No `Retry-After` when the brownout runs into an enforced sunset: there is
+                // nothing to come back to.
+                let comes_back = !(self.gone_after_sunset
+                    && self.sunset.is_some_and(|(sunset, _)| end >= sunset));
+                (detail, comes_back.then(|| seconds_until(now, end)))
             }
             _ => return None,
         };

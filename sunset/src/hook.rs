@@ -1,11 +1,13 @@
-//! The hook called on every request to a deprecated API.
+//! The hook called on every request the layer handles.
 
 use http::Request;
 
 use crate::phase::Phase;
 
-/// Called by [`Sunset`](crate::Sunset) on every request it receives, before anything else, so a
-/// service can count who still calls a deprecated API (per API key, per route, …).
+/// Called by [`Sunset`](crate::Sunset) on every request it receives, before anything else and in
+/// every [`Phase`] (including [`Phase::Announced`], before the deprecation date, and the 410
+/// phases), so a service can count who still calls a deprecated API (per API key, per route,
+/// …) and filter on the phase.
 ///
 /// Implemented for `()` (does nothing) and for closures `Fn(&Request<B>, Phase)`:
 ///

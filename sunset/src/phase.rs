@@ -22,29 +22,35 @@ pub enum Phase {
     Retired,
 }
 
-/// Wall-clock time that follows tokio's clock, so `tokio::time::pause` and `advance` move it
-/// in tests.
+/// The wall clock, shifted by however far tokio's clock has moved apart from real time since
+/// the layer was built, so `tokio::time::pause` and `advance` move it in tests.
 ///
-/// The wall-clock time is read once, when the layer is built; after that, time advances with
-/// `tokio::time::Instant`, which is monotonic. A server that runs for months can drift from
-/// the wall clock by as much as the system clock is corrected meanwhile (usually well under
-/// a second per day), which is immaterial for dates given to the second.
+/// Unpaused, tokio's clock and the real one run together and this is `SystemTime::now()` at
+/// every request (so clock corrections and suspends are followed). Paused, real time no
+/// longer counts: it is the wall-clock time at build plus the time advanced since.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock {
-    wall: SystemTime,
-    monotonic: Instant,
+    tokio: Instant,
+    real: std::time::Instant,
 }
 
 impl Clock {
     pub(crate) fn start() -> Self {
         Clock {
-            wall: SystemTime::now(),
-            monotonic: Instant::now(),
+            tokio: Instant::now(),
+            real: std::time::Instant::now(),
         }
     }
 
     pub(crate) fn now(&self) -> SystemTime {
-        self.wall + self.monotonic.elapsed()
+        let tokio_elapsed = self.tokio.elapsed();
+        let real_elapsed = self.real.elapsed();
+        let wall = SystemTime::now();
+        if tokio_elapsed >= real_elapsed {
+            wall + (tokio_elapsed - real_elapsed)
+        } else {
+            wall - (real_elapsed - tokio_elapsed)
+        }
     }
 }
 
@@ -75,6 +81,17 @@ mod tests {
         let before = clock.now();
         tokio::time::advance(Duration::from_secs(3600)).await;
         let elapsed = clock.now().duration_since(before).expect("forward");
-        assert_eq!(elapsed, Duration::from_secs(3600));
+        // Real time that passed meanwhile does not count; allow for the clock reads.
+        let error = elapsed.abs_diff(Duration::from_secs(3600));
+        assert!(error < Duration::from_millis(50), "{elapsed:?}");
+    }
+
+    #[test]
+    fn unpaused_it_is_the_wall_clock() {
+        let clock = Clock::start();
+        let wall = SystemTime::now();
+        let ours = clock.now();
+        let gap = ours.duration_since(wall).unwrap_or_else(|e| e.duration());
+        assert!(gap < Duration::from_millis(50), "{gap:?}");
     }
 }

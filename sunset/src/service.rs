@@ -3,8 +3,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::ORIGIN;
-use http::{Request, Response};
+use http::header::{ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
+use http::{Method, Request, Response};
 use tower_service::Service;
 
 use crate::config::Config;
@@ -63,7 +63,13 @@ where
         self.hook.on_deprecated_call(&request, phase);
         let cross_origin = request.headers().contains_key(ORIGIN);
         let config = Arc::clone(&self.config);
-        match config.rejection(phase, now) {
+        // A CORS preflight is about the API's shape, not a call to it: refusing it would make
+        // browsers report a CORS failure instead of the 410 that follows.
+        let preflight = request.method() == Method::OPTIONS
+            && request
+                .headers()
+                .contains_key(ACCESS_CONTROL_REQUEST_METHOD);
+        match config.rejection(phase, now).filter(|_| !preflight) {
             Some(rejection) => ResponseFuture::rejected(rejection, config, phase, cross_origin),
             None => ResponseFuture::inner(self.inner.call(request), config, phase, cross_origin),
         }

@@ -136,6 +136,11 @@ fn invalid_configurations_are_refused_when_set() {
             "{start}..{end}"
         );
     }
+    let err = deprecated
+        .clone()
+        .brownout(at(2_050_000_000), at(300_000_000_000))
+        .expect_err("a brownout ending after 9999");
+    assert_eq!(err.kind(), ConfigErrorKind::TimeOutOfRange);
     let with_brownout = deprecated
         .brownout(at(2_050_000_000), at(2_060_000_000))
         .expect("valid");
@@ -177,6 +182,7 @@ async fn after_the_sunset_it_answers_410_without_calling_the_handler() {
         response.headers()["content-type"],
         "application/problem+json"
     );
+    assert_eq!(response.headers()["cache-control"], "no-store");
     assert!(response.headers().contains_key("deprecation"));
     assert!(response.headers().contains_key("sunset"));
     assert_eq!(
@@ -315,7 +321,7 @@ async fn the_hook_fires_once_per_call_with_the_request() {
 }
 
 #[tokio::test]
-async fn an_inner_deprecation_is_kept_and_links_are_added() {
+async fn an_inner_layers_headers_are_kept_as_one_set() {
     let service = ServiceBuilder::new()
         .layer(rfc_layer())
         .layer(SunsetLayer::new(at(1_400_000_000)).expect("valid"))
@@ -323,10 +329,75 @@ async fn an_inner_deprecation_is_kept_and_links_are_added() {
     let response = service.oneshot(get()).await.expect("infallible");
     assert_eq!(response.headers()["deprecation"], "@1400000000");
     assert_eq!(response.headers().get_all("deprecation").iter().count(), 1);
-    assert_eq!(
-        response.headers()["sunset"],
-        "Mon, 31 Dec 2018 23:59:59 GMT"
+    assert!(
+        response.headers().get("sunset").is_none(),
+        "no sunset mixed in from outside"
     );
+    assert!(
+        response.headers().get("link").is_none(),
+        "no links mixed in from outside"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_spans_back_to_back_windows_and_is_left_out_before_an_enforced_sunset() {
+    let now = SystemTime::now();
+    let mins = |m: u64| now + Duration::from_secs(60 * m);
+    let layer = SunsetLayer::new(now)
+        .and_then(|l| l.sunset_at(mins(60)))
+        .and_then(|l| l.brownout(mins(10), mins(20)))
+        .and_then(|l| l.brownout(mins(20), mins(30)))
+        .and_then(|l| l.brownout(mins(50), mins(60)))
+        .expect("valid")
+        .gone_after_sunset(true);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(handler(&calls, StatusCode::OK));
+
+    tokio::time::advance(Duration::from_secs(60 * 10)).await;
+    let response = service.clone().oneshot(get()).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::GONE);
+    assert_eq!(
+        response.headers()["retry-after"],
+        "1200",
+        "until the end of both windows"
+    );
+
+    tokio::time::advance(Duration::from_secs(60 * 40)).await;
+    let response = service.clone().oneshot(get()).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::GONE);
+    assert!(
+        response.headers().get("retry-after").is_none(),
+        "the window ends at the enforced sunset"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cors_preflights_pass_during_a_brownout() {
+    let now = SystemTime::now();
+    let layer = SunsetLayer::new(now)
+        .and_then(|l| l.brownout(now, now + Duration::from_secs(60)))
+        .expect("valid");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(handler(&calls, StatusCode::NO_CONTENT));
+    let preflight = Request::options("/v1/orders")
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .body(Full::default())
+        .expect("valid");
+    let response = service
+        .clone()
+        .oneshot(preflight)
+        .await
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = service.oneshot(get()).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::GONE);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
