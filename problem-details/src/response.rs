@@ -51,12 +51,19 @@ impl<B: From<Bytes>> From<Problem> for Response<B> {
 /// Whether a `Content-Type` value names a problem details document (`application/problem+json`
 /// or `application/problem+xml`, any parameters, any case).
 pub(crate) fn is_problem_content_type(value: &HeaderValue) -> bool {
-    let Ok(value) = value.to_str() else {
-        return false;
-    };
-    let essence = value.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case(APPLICATION_PROBLEM_JSON)
-        || essence.eq_ignore_ascii_case("application/problem+xml")
+    media_type_is(value, APPLICATION_PROBLEM_JSON)
+        || media_type_is(value, "application/problem+xml")
+}
+
+/// Whether a `Content-Type` value names `media_type`, ignoring parameters and case.
+pub(crate) fn media_type_is(value: &HeaderValue, media_type: &str) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .eq_ignore_ascii_case(media_type)
+    })
 }
 
 #[cfg(feature = "axum")]

@@ -2,7 +2,7 @@
 
 use std::time::SystemTime;
 
-use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, LINK, RETRY_AFTER};
+use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, LINK};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tower_problem_details::{Problem, ProblemCatalog, ProblemKind};
 
@@ -59,11 +59,12 @@ impl Config {
             gone_after_sunset: false,
             catalog: ProblemCatalog::default(),
             clock: Clock::start(),
+            // Placeholders: `render` below is the one place header values are made.
             rendered: Rendered {
-                deprecation: date::deprecation_value(secs),
+                deprecation: HeaderValue::from_static(""),
                 sunset: None,
                 links: Vec::new(),
-                expose: HeaderValue::from_static("Deprecation"),
+                expose: HeaderValue::from_static(""),
             },
         };
         config.render();
@@ -244,7 +245,7 @@ impl Config {
         }
         Some(Rejection {
             problem,
-            retry_after: retry_after.map(HeaderValue::from).map(|v| (RETRY_AFTER, v)),
+            retry_after: retry_after.map(HeaderValue::from),
         })
     }
 }
@@ -253,5 +254,5 @@ impl Config {
 #[derive(Debug)]
 pub(crate) struct Rejection {
     pub(crate) problem: Problem,
-    pub(crate) retry_after: Option<(HeaderName, HeaderValue)>,
+    pub(crate) retry_after: Option<HeaderValue>,
 }

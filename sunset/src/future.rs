@@ -5,6 +5,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::Response;
+use http::header::RETRY_AFTER;
 use pin_project_lite::pin_project;
 
 use crate::config::{Config, Rejection};
@@ -73,8 +74,8 @@ where
                     retry_after,
                 } = rejection.take().expect("polled after completion");
                 let mut response = problem.into_response::<B>();
-                if let Some((name, value)) = retry_after {
-                    response.headers_mut().insert(name, value);
+                if let Some(seconds) = retry_after {
+                    response.headers_mut().insert(RETRY_AFTER, seconds);
                 }
                 response
             }

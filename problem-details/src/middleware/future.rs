@@ -11,7 +11,7 @@ use http::header::{
     CONTENT_RANGE, CONTENT_TYPE, ETAG, LAST_MODIFIED, TRANSFER_ENCODING,
 };
 use http::response::Parts;
-use http::{HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderName, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 
@@ -20,7 +20,7 @@ use super::layer::Config;
 use super::request_id::{REQUEST_ID_MEMBER, RequestId};
 use crate::catalog::ProblemKind;
 use crate::problem::Problem;
-use crate::response::{is_problem_content_type, set_problem_headers};
+use crate::response::{is_problem_content_type, media_type_is, set_problem_headers};
 
 /// Headers about the body, removed when the body is replaced by a problem.
 const STALE_BODY_HEADERS: [HeaderName; 11] = [
@@ -156,7 +156,7 @@ fn on_response<F, B: Body, E>(
     let limit = config.client_error_detail_limit as u64;
     let readable_text = status.is_client_error()
         && limit > 0
-        && content_type.is_some_and(is_text_plain)
+        && content_type.is_some_and(|v| media_type_is(v, "text/plain"))
         && !response.body().is_end_stream()
         && response.body().size_hint().lower() <= limit;
     let (parts, body) = response.into_parts();
@@ -204,16 +204,6 @@ fn read_text<B: Body<Data = Bytes>>(
     }
     let text = std::str::from_utf8(buf).ok().map(str::trim);
     Poll::Ready(text.filter(|t| !t.is_empty()).map(str::to_owned))
-}
-
-fn is_text_plain(value: &HeaderValue) -> bool {
-    value.to_str().is_ok_and(|v| {
-        v.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .eq_ignore_ascii_case("text/plain")
-    })
 }
 
 fn internal_error<B>(config: &Config, id: &RequestId) -> Response<ResponseBody<B>> {
