@@ -3,15 +3,21 @@
 //! A token is base64url (no padding) of:
 //!
 //! ```text
-//! format (1 byte) | key id (1) | query hint (4) | body
+//! format (1 byte) | key id (1) | key check (2) | query hint (4) | body
 //! format 1, signed:    body = payload | HMAC-SHA256(header | payload | fingerprint)[..16]
 //! format 2, encrypted: body = AES-256-SIV(ad = [header, fingerprint], payload)  (tag | ciphertext)
 //! payload = postcard(direction: u8, expires: Option<u64 unix seconds>, position: P)
 //! ```
 //!
 //! The full 32-byte query fingerprint is authenticated but never sent: it is supplied again
-//! by the request that presents the token. The 4-byte hint only lets a refusal say "another
-//! query" instead of "forged".
+//! by the request that presents the token. The two small header fields only let a refusal say
+//! why, and are covered by the signature like everything else:
+//!
+//! - the key check, `HMAC(key, "key check")[..2]`, tells a token signed with another secret
+//!   under the same key id (a misconfigured instance) from a tampered one;
+//! - the query hint, `HMAC(key, "hint" | fingerprint)[..4]`, tells "another query" from
+//!   "forged". It is keyed so that a token holder cannot test guesses of the filters against
+//!   it.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -22,7 +28,9 @@ use hmac::Mac;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{CursorError, CursorErrorKind, EncodeError, EncodeErrorKind};
+use crate::error::{
+    ConfigError, ConfigErrorKind, CursorError, CursorErrorKind, EncodeError, EncodeErrorKind,
+};
 use crate::fingerprint::QueryFingerprint;
 use crate::position::{Direction, Position};
 use crate::secret::{KeyId, KeyRing, SigningKey};
@@ -31,10 +39,12 @@ use crate::secret::{KeyId, KeyRing, SigningKey};
 /// the decoder do; keyset positions (ids, timestamps) need well under 100.
 pub const MAX_TOKEN_LEN: usize = 1024;
 
+/// The longest expiry [`CursorCodec::expire_after`] accepts.
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 86_400);
 const FORMAT_SIGNED: u8 = 1;
 #[cfg(feature = "encrypt")]
 const FORMAT_ENCRYPTED: u8 = 2;
-const HEADER_LEN: usize = 6;
+const HEADER_LEN: usize = 8;
 /// 128 bits of HMAC-SHA256: forging one token takes 2^128 guesses.
 const TAG_LEN: usize = 16;
 
@@ -86,10 +96,16 @@ impl CursorCodec {
     }
 
     /// Tokens issued from now on are refused once `ttl` has passed (whole seconds, rounded up).
-    #[must_use]
-    pub fn expire_after(mut self, ttl: Duration) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// Fails when `ttl` is zero or longer than 100 years.
+    pub fn expire_after(mut self, ttl: Duration) -> Result<Self, ConfigError> {
+        if ttl.is_zero() || ttl > MAX_TTL {
+            return Err(ConfigError::new(ConfigErrorKind::Expiry));
+        }
         Arc::make_mut(&mut self.inner).ttl = Some(ttl);
-        self
+        Ok(self)
     }
 
     /// Issues encrypted tokens (AES-256-SIV, RFC 5297): the position values are hidden as well
@@ -133,7 +149,13 @@ impl CursorCodec {
         query: &QueryFingerprint,
         now: SystemTime,
     ) -> Result<String, EncodeError> {
-        let expires = self.inner.ttl.map(|ttl| unix_seconds_ceil(now + ttl));
+        let expires = match self.inner.ttl {
+            None => None,
+            Some(ttl) => Some(unix_seconds_ceil(
+                now.checked_add(ttl)
+                    .ok_or_else(|| EncodeError::new(EncodeErrorKind::Expiry))?,
+            )),
+        };
         let claims = (position.direction().to_byte(), expires, position.keys());
         let payload = postcard::to_allocvec(&claims)
             .map_err(|_| EncodeError::new(EncodeErrorKind::Serialize))?;
@@ -145,14 +167,15 @@ impl CursorCodec {
         let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len() + TAG_LEN);
         bytes.push(FORMAT_SIGNED);
         bytes.push(key.id.get());
-        bytes.extend_from_slice(&query.hint());
+        bytes.extend_from_slice(&key.check);
+        bytes.extend_from_slice(&hint(key, query));
         if self.inner.encrypt {
             #[cfg(feature = "encrypt")]
             {
                 bytes[0] = FORMAT_ENCRYPTED;
                 let sealed = aead(key)
                     .encrypt([&bytes[..], &query.as_bytes()[..]], &payload)
-                    .map_err(|_| EncodeError::new(EncodeErrorKind::TooLong))?;
+                    .map_err(|_| EncodeError::new(EncodeErrorKind::Encrypt))?;
                 bytes.extend_from_slice(&sealed);
             }
         } else {
@@ -210,7 +233,7 @@ impl CursorCodec {
         let header = &bytes[..HEADER_LEN];
         let verified = match bytes[0] {
             FORMAT_SIGNED => {
-                let key = key?;
+                let key = key.clone()?;
                 let (signed, tag) = bytes.split_at(bytes.len() - TAG_LEN);
                 mac(key, signed, query)
                     .verify_truncated_left(tag)
@@ -218,16 +241,17 @@ impl CursorCodec {
                     .map_err(|_| ())
             }
             #[cfg(feature = "encrypt")]
-            FORMAT_ENCRYPTED => aead(key?)
+            FORMAT_ENCRYPTED => aead(key.clone()?)
                 .decrypt([header, &query.as_bytes()[..]], &bytes[HEADER_LEN..])
                 .map_err(|_| ()),
             _ => return Err(malformed()),
         };
         let Ok(payload) = verified else {
-            let kind = if header[2..] == query.hint() {
-                CursorErrorKind::BadSignature
-            } else {
+            let key = key?;
+            let kind = if header[2..4] == key.check && header[4..] != hint(key, query) {
                 CursorErrorKind::QueryMismatch
+            } else {
+                CursorErrorKind::BadSignature
             };
             return Err(CursorError::new(kind));
         };
@@ -245,6 +269,14 @@ impl CursorCodec {
         let expires_at = expires.map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
         Ok(Position::decoded(direction, keys, expires_at))
     }
+}
+
+fn hint(key: &SigningKey, query: &QueryFingerprint) -> [u8; 4] {
+    let mut mac = key.mac.clone();
+    mac.update(b"hint");
+    mac.update(query.as_bytes());
+    let tag = mac.finalize().into_bytes();
+    [tag[0], tag[1], tag[2], tag[3]]
 }
 
 fn mac(key: &SigningKey, signed: &[u8], query: &QueryFingerprint) -> crate::secret::HmacSha256 {

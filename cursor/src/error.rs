@@ -86,6 +86,10 @@ pub enum EncodeErrorKind {
     /// The token would be longer than [`MAX_TOKEN_LEN`](crate::MAX_TOKEN_LEN): keep sort keys
     /// small (ids, timestamps), not free text.
     TooLong,
+    /// The expiry would fall after the end of time as `SystemTime` knows it.
+    Expiry,
+    /// The AEAD refused the payload (encrypted tokens only).
+    Encrypt,
 }
 
 impl EncodeError {
@@ -104,6 +108,8 @@ impl fmt::Display for EncodeError {
         f.write_str(match self.kind {
             EncodeErrorKind::Serialize => "the cursor position could not be serialized",
             EncodeErrorKind::TooLong => "the cursor would exceed the maximum token length",
+            EncodeErrorKind::Expiry => "the cursor's expiry is out of range",
+            EncodeErrorKind::Encrypt => "the cursor could not be encrypted",
         })
     }
 }
@@ -128,7 +134,11 @@ pub enum ConfigErrorKind {
     DuplicateKeyId(KeyId),
     /// Page-size limits where the default is 0 or above the maximum.
     PageSizeLimits,
-    /// A query parameter name that is empty or needs percent-encoding, or the same name for
+    /// A token lifetime of zero or of more than 100 years.
+    Expiry,
+    /// A placeholder numbering that starts at 0.
+    Placeholder,
+    /// A query parameter name that is empty or has control characters, or the same name for
     /// the cursor and the limit.
     ParameterName(String),
     /// A link base that is not an absolute `http`/`https` URI without query or fragment.
@@ -165,6 +175,10 @@ impl fmt::Display for ConfigError {
             ConfigErrorKind::PageSizeLimits => {
                 f.write_str("page-size limits need 1 <= default <= maximum < 2^32 - 1")
             }
+            ConfigErrorKind::Expiry => {
+                f.write_str("a cursor lifetime must be more than zero and at most 100 years")
+            }
+            ConfigErrorKind::Placeholder => f.write_str("placeholders are numbered from 1"),
             ConfigErrorKind::ParameterName(name) => {
                 write!(f, "`{name}` cannot be used as a query parameter name")
             }

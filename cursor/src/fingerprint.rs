@@ -25,12 +25,6 @@ impl QueryFingerprint {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
-
-    /// The first bytes, written into every token so a mismatch can be told apart from a
-    /// forgery (both are refused; only the reported kind differs).
-    pub(crate) fn hint(&self) -> [u8; 4] {
-        [self.0[0], self.0[1], self.0[2], self.0[3]]
-    }
 }
 
 impl fmt::Debug for QueryFingerprint {

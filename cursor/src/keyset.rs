@@ -53,7 +53,10 @@ impl SortOrder {
 ///   at row 500,000).
 ///
 /// **Every column must be `NOT NULL`**: comparisons with NULL are never true, so rows with a
-/// NULL sort key would silently fall out of every page. The tie-breaker must be unique (a
+/// NULL sort key would silently fall out of every page. Avoid floating-point sort keys (NaN
+/// compares with nothing, and values round-trip through the cursor inexactly). Column names
+/// that are SQL keywords (`order`) would give invalid SQL: only plain identifiers are
+/// accepted, so rename such columns or select them through a view. The tie-breaker must be unique (a
 /// primary key): without it, rows that tie on every column can be skipped or repeated at a
 /// page boundary. For speed, index the columns in the same order (and the same mixed
 /// directions).
@@ -204,7 +207,7 @@ impl KeysetBuilder {
     ///
     /// Fails when a column is not a plain identifier (`[A-Za-z_][A-Za-z0-9_]*`, optionally
     /// dotted), which also keeps request data from ever reaching the SQL text, or when a
-    /// column appears twice.
+    /// column appears twice. Reserved words are not detected; avoid them as column names.
     pub fn unique_column(
         mut self,
         column: impl Into<String>,
@@ -264,10 +267,16 @@ impl Placeholders {
 
     /// Numbers the keyset's placeholders from `first`, after the query's own parameters
     /// (for example `starting_at(2)` when `$1` is the tenant).
-    #[must_use]
-    pub const fn starting_at(mut self, first: usize) -> Self {
+    ///
+    /// # Errors
+    ///
+    /// Fails when `first` is 0: both databases number parameters from 1.
+    pub fn starting_at(mut self, first: usize) -> Result<Self, ConfigError> {
+        if first == 0 {
+            return Err(ConfigError::new(ConfigErrorKind::Placeholder));
+        }
         self.first = first;
-        self
+        Ok(self)
     }
 
     fn render(self, index: usize) -> String {
@@ -327,7 +336,7 @@ mod tests {
         let k = keyset(&[("id", SortOrder::Desc)]);
         let sql = k.sql(
             Some(Direction::After),
-            Placeholders::postgres().starting_at(3),
+            Placeholders::postgres().starting_at(3).unwrap(),
         );
         assert_eq!(sql.predicate(), Some("id < $3"));
         assert_eq!(sql.binds(), 1);
@@ -361,6 +370,11 @@ mod tests {
             )
         );
         assert_eq!(sql.order_by(), "created_at ASC, score DESC, id DESC");
+    }
+
+    #[test]
+    fn placeholders_start_at_one() {
+        assert!(Placeholders::sqlite().starting_at(0).is_err());
     }
 
     #[test]

@@ -123,9 +123,9 @@ impl<P: Serialize> PageRequest<P> {
         };
         Ok(Page {
             data: rows,
+            has_more: next_cursor.is_some(),
             next_cursor,
             prev_cursor,
-            has_more: more_in_direction,
             links,
             paginator: self.paginator.clone(),
         })
@@ -194,8 +194,9 @@ struct PageLinks {
 /// `{"data": [...], "next_cursor": "..." | null, "has_more": bool}` (plus `prev_cursor` when
 /// the [`Paginator`] asks for it).
 ///
-/// `has_more` says whether another page exists in the direction of travel: after this page
-/// when reading forward, before it when reading backward.
+/// `has_more` says whether rows follow this page (`next_cursor` is set), whichever way the
+/// page was reached, so `while has_more { follow next_cursor }` reads to the end. Whether rows
+/// precede it is told by `prev_cursor` and the `rel="prev"` link.
 #[derive(Clone)]
 pub struct Page<T> {
     data: Vec<T>,
@@ -227,7 +228,7 @@ impl<T> Page<T> {
         self.prev_cursor.as_deref()
     }
 
-    /// Whether another page exists in the direction of travel.
+    /// Whether rows follow this page.
     pub fn has_more(&self) -> bool {
         self.has_more
     }

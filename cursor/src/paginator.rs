@@ -154,7 +154,7 @@ impl Paginator {
     /// Reads the page size and the cursor from a request.
     ///
     /// An absent or empty cursor starts from the first page. Only the request's query string
-    /// is read.
+    /// is read, and its path (axum's `OriginalUri` when present, with the `axum` feature).
     ///
     /// # Errors
     ///
@@ -166,6 +166,7 @@ impl Paginator {
         parts: &Parts,
     ) -> Result<PageRequest<P>, PageRequestError> {
         let settings = &*self.inner;
+        let path = original_path(parts);
         let params = QueryParams::parse(parts.uri.query().unwrap_or(""), settings)?;
         let limit = match params.limit.as_deref() {
             None => settings.default_limit,
@@ -179,7 +180,7 @@ impl Paginator {
         };
         let fingerprint = match &settings.fingerprint {
             Some(fingerprint) => fingerprint(parts),
-            None => params.fingerprint.path(parts.uri.path()).finish(),
+            None => params.fingerprint.path(path).finish(),
         };
         let position = match params.cursor.as_deref() {
             None | Some("") => None,
@@ -195,7 +196,7 @@ impl Paginator {
             position,
             fingerprint,
             self.clone(),
-            parts.uri.path().to_owned(),
+            path.to_owned(),
             params.kept,
         ))
     }
@@ -266,6 +267,16 @@ impl fmt::Debug for Paginator {
             )
             .finish()
     }
+}
+
+/// The path the client asked for: under axum's `Router::nest` the request URI has lost the
+/// nest prefix, which links must keep and fingerprints must tell apart.
+fn original_path(parts: &Parts) -> &str {
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::OriginalUri(uri)) = parts.extensions.get() {
+        return uri.path();
+    }
+    parts.uri.path()
 }
 
 fn check_param_name(name: &str, other: &str) -> Result<(), ConfigError> {

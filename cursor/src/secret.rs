@@ -11,7 +11,8 @@ use crate::error::{ConfigError, ConfigErrorKind};
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 
-/// The fewest bytes a [`CursorSecret`] may have: 256 bits, the HMAC-SHA256 block-size guidance.
+/// The fewest bytes a [`CursorSecret`] may have: 256 bits, SHA-256's output length, which
+/// RFC 2104 gives as the least key length for full HMAC strength.
 pub const MIN_SECRET_LEN: usize = 32;
 
 /// Salt for deriving per-purpose keys, so one secret never keys two algorithms directly.
@@ -97,6 +98,8 @@ pub(crate) struct SigningKey {
     pub(crate) id: KeyId,
     /// Keyed once: cloning this state skips re-hashing the key pads on every token.
     pub(crate) mac: HmacSha256,
+    /// `HMAC(key, "key check")[..2]`, written into tokens to tell another secret from tampering.
+    pub(crate) check: [u8; 2],
     #[cfg(feature = "encrypt")]
     pub(crate) aead_key: [u8; 64],
 }
@@ -111,9 +114,20 @@ impl SigningKey {
             secret.derive(AEAD_KEY_INFO, &mut key);
             key
         };
+        let mac = HmacSha256::new_from_slice(&mac_key).expect("HMAC accepts keys of any length");
+        let check = {
+            use hmac::Mac as _;
+            let tag = mac
+                .clone()
+                .chain_update(b"key check")
+                .finalize()
+                .into_bytes();
+            [tag[0], tag[1]]
+        };
         SigningKey {
             id,
-            mac: HmacSha256::new_from_slice(&mac_key).expect("HMAC accepts keys of any length"),
+            mac,
+            check,
             #[cfg(feature = "encrypt")]
             aead_key,
         }

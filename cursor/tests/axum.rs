@@ -70,3 +70,22 @@ async fn pages_through_an_axum_router_on_every_route() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(problem["type"], "/problems/invalid-page-size");
 }
+
+#[tokio::test]
+async fn nested_routers_link_and_bind_with_the_full_path() {
+    let app = Router::new().nest("/v1", app()).nest("/v2", app());
+    let (status, first, link) = call(&app, "/v1/numbers?limit=3").await;
+    assert_eq!(status, StatusCode::OK);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let link = link.unwrap();
+    assert!(
+        link.starts_with(&format!("</v1/numbers?limit=3&cursor={cursor}>")),
+        "{link}"
+    );
+    let (status, second, _) = call(&app, &format!("/v1/numbers?limit=3&cursor={cursor}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(second["data"][0], 3);
+    let (status, problem, _) = call(&app, &format!("/v2/numbers?limit=3&cursor={cursor}")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["reason"], "query_mismatch");
+}

@@ -135,7 +135,7 @@ proptest! {
     fn prop_a_token_is_accepted_until_its_expiry_and_rejected_from_then_on(
         keys in keys(), ttl in 1u64..10_000_000, late in 0u64..10_000_000, encrypted in formats()
     ) {
-        let codec = codec(1, 1, encrypted).expire_after(Duration::from_secs(ttl));
+        let codec = codec(1, 1, encrypted).expire_after(Duration::from_secs(ttl)).unwrap();
         let query = query(&[]);
         let token = codec.encode_at(&Position::after(keys), &query, now()).unwrap();
         let expiry = now() + Duration::from_secs(ttl);
@@ -172,11 +172,19 @@ proptest! {
 
     #[test]
     fn prop_decoding_hostile_input_never_panics(token in ".{0,200}", bytes in prop::collection::vec(any::<u8>(), 0..120)) {
-        let codec = codec(1, 1, false);
+        let codec = codec(1, 1, cfg!(feature = "encrypt"));
         let query = query(&[]);
         let _ = codec.decode::<Keys>(&token, &query);
         // Well-formed base64 of arbitrary bytes reaches the header checks.
         let _ = codec.decode::<Keys>(&URL_SAFE_NO_PAD.encode(&bytes), &query);
+        // Valid headers (both formats, a known key id) with arbitrary bodies reach the
+        // signature and decryption checks.
+        for format in [1u8, 2] {
+            let mut token = vec![format, 1];
+            token.extend_from_slice(&bytes);
+            let error = codec.decode::<Keys>(&URL_SAFE_NO_PAD.encode(&token), &query);
+            prop_assert!(error.is_err());
+        }
     }
 }
 
@@ -184,10 +192,50 @@ proptest! {
 fn a_timestamp_and_uuid_position_fits_in_80_characters() {
     let keys = (1_714_564_800_123_i64, uuid::Uuid::from_u128(u128::MAX));
     for encrypted in [false, cfg!(feature = "encrypt")] {
-        let codec = codec(255, 1, encrypted).expire_after(Duration::from_secs(3 * 86_400));
+        let codec = codec(255, 1, encrypted)
+            .expire_after(Duration::from_secs(3 * 86_400))
+            .unwrap();
         let token = codec.encode(&Position::before(keys), &query(&[])).unwrap();
         assert!(token.len() <= 80, "{} characters: {token}", token.len());
+        assert_eq!(
+            token.len(),
+            72,
+            "the length the README states, with an expiry"
+        );
     }
+    let token = codec(1, 1, false)
+        .encode(&Position::after(keys), &query(&[]))
+        .unwrap();
+    assert_eq!(
+        token.len(),
+        66,
+        "the length the README states, without an expiry"
+    );
+}
+
+#[test]
+fn a_sub_second_issue_time_still_lives_the_whole_ttl() {
+    let codec = codec(1, 1, false)
+        .expire_after(Duration::from_secs(10))
+        .unwrap();
+    let issued = now() + Duration::from_millis(999);
+    let token = codec
+        .encode_at(&Position::after(1_u8), &query(&[]), issued)
+        .unwrap();
+    let last_moment = issued + Duration::from_secs(10) - Duration::from_nanos(1);
+    assert!(
+        codec
+            .decode_at::<u8>(&token, &query(&[]), last_moment)
+            .is_ok()
+    );
+    let position = codec.decode_at::<u8>(&token, &query(&[]), issued).unwrap();
+    assert_eq!(position.expires_at(), Some(now() + Duration::from_secs(11)));
+}
+
+#[test]
+fn invalid_lifetimes_are_refused_when_set() {
+    assert!(codec(1, 1, false).expire_after(Duration::ZERO).is_err());
+    assert!(codec(1, 1, false).expire_after(Duration::MAX).is_err());
 }
 
 #[test]

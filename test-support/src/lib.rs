@@ -212,7 +212,8 @@ impl RedisServer {
     pub fn spawn() -> Result<Self, String> {
         let mut last_error = String::new();
         for _ in 0..3 {
-            match Self::spawn_once() {
+            let port = free_port().map_err(|e| format!("no free local port: {e}"))?;
+            match Self::spawn_on(port) {
                 Ok(server) => return Ok(server),
                 Err(e) => last_error = e,
             }
@@ -220,7 +221,14 @@ impl RedisServer {
         Err(last_error)
     }
 
-    fn spawn_once() -> Result<Self, String> {
+    /// Spawns `redis-server` on `port`, for example to bring a stopped server back at the
+    /// address its clients know, and waits until it answers `PING`.
+    ///
+    /// # Errors
+    ///
+    /// Fails when `redis-server` is not on `PATH` or does not come up on that port within
+    /// 10 seconds.
+    pub fn spawn_on(port: u16) -> Result<Self, String> {
         let version = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -229,7 +237,6 @@ impl RedisServer {
         if !matches!(version, Ok(status) if status.success()) {
             return Err("`redis-server` is not on PATH".to_owned());
         }
-        let port = free_port().map_err(|e| format!("no free local port: {e}"))?;
         let dir = std::env::temp_dir().join(unique_prefix("redis").replace(':', "-"));
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
