@@ -1,0 +1,200 @@
+//! [`ResponseFuture`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::decision::Decisions;
+use crate::headers::stamp;
+use crate::key::RateLimitKey;
+use crate::layer::{Config, State};
+use crate::metrics::{DecisionEvent, Outcome};
+use crate::rejection;
+use crate::store::RateLimitStore;
+
+pin_project! {
+    /// The response future of [`RateLimit`](crate::RateLimit): waits for the store's
+    /// decision, then either answers itself or calls the inner service.
+    pub struct ResponseFuture<S, St, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+        St: RateLimitStore,
+    {
+        #[pin]
+        step: Step<S::Future, St::Future, S::Response>,
+        pending: Option<Pending<S, ReqBody>>,
+        context: Option<(Arc<Config>, Arc<State<St>>)>,
+        decisions: Option<Decisions>,
+    }
+}
+
+/// What waits for the decision: the ready inner service, the request and its key.
+struct Pending<S, ReqBody> {
+    inner: S,
+    request: Request<ReqBody>,
+    key: RateLimitKey,
+}
+
+pin_project! {
+    #[project = StepProj]
+    enum Step<F, D, R> {
+        Deciding { #[pin] decision: D },
+        Calling { #[pin] future: F },
+        Answered { response: Option<R> },
+    }
+}
+
+impl<S, St, ReqBody> ResponseFuture<S, St, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+    St: RateLimitStore,
+{
+    pub(crate) fn deciding(
+        decision: St::Future,
+        inner: S,
+        request: Request<ReqBody>,
+        key: RateLimitKey,
+        config: Arc<Config>,
+        state: Arc<State<St>>,
+    ) -> Self {
+        ResponseFuture {
+            step: Step::Deciding { decision },
+            pending: Some(Pending {
+                inner,
+                request,
+                key,
+            }),
+            context: Some((config, state)),
+            decisions: None,
+        }
+    }
+
+    pub(crate) fn rejected(response: S::Response) -> Self {
+        ResponseFuture {
+            step: Step::Answered {
+                response: Some(response),
+            },
+            pending: None,
+            context: None,
+            decisions: None,
+        }
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Future for ResponseFuture<S, St, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    St: RateLimitStore,
+    ResBody: From<Bytes>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.step.as_mut().project() {
+                StepProj::Deciding { decision } => {
+                    let result = ready!(decision.poll(cx));
+                    let Pending {
+                        mut inner,
+                        request,
+                        key,
+                    } = this.pending.take().expect("polled after completion");
+                    let (config, state) = this.context.as_ref().expect("set while deciding");
+                    let report = |outcome| {
+                        config.report(
+                            &state.counters,
+                            &DecisionEvent {
+                                key: Some(&key),
+                                policies: &config.policies,
+                                outcome,
+                            },
+                        );
+                    };
+                    match result {
+                        Ok(decisions) if decisions.allowed() || config.shadow => {
+                            report(if decisions.allowed() {
+                                Outcome::Allowed(&decisions)
+                            } else {
+                                Outcome::ShadowRejected(&decisions)
+                            });
+                            *this.decisions = Some(decisions);
+                            let future = inner.call(request);
+                            this.step.set(Step::Calling { future });
+                        }
+                        Ok(decisions) => {
+                            report(Outcome::Rejected(&decisions));
+                            let mut response = rejection::quota_exceeded::<ResBody>(
+                                &config.catalog,
+                                &config.policies,
+                                &decisions,
+                            );
+                            finish(&mut response, config, decisions);
+                            return Poll::Ready(Ok(response));
+                        }
+                        Err(error) => {
+                            #[cfg(feature = "tracing")]
+                            tracing::warn!(
+                                error = %error,
+                                fail_closed = config.fail_closed,
+                                "rate-limit store failed"
+                            );
+                            report(Outcome::StoreError {
+                                error: &error,
+                                rejected: config.fail_closed,
+                            });
+                            if config.fail_closed {
+                                return Poll::Ready(Ok(rejection::store_unavailable(
+                                    &config.catalog,
+                                )));
+                            }
+                            let future = inner.call(request);
+                            this.step.set(Step::Calling { future });
+                        }
+                    }
+                }
+                StepProj::Calling { future } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let (Some(decisions), Some((config, _))) =
+                        (this.decisions.take(), this.context.as_ref())
+                    {
+                        finish(&mut response, config, decisions);
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                StepProj::Answered { response } => {
+                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
+                }
+            }
+        }
+    }
+}
+
+/// Stamps the headers and leaves the decisions in the extensions for outer layers.
+fn finish<B>(response: &mut Response<B>, config: &Config, decisions: Decisions) {
+    stamp(
+        response.headers_mut(),
+        &config.policy_header,
+        &config.policies,
+        &decisions,
+        config.legacy_headers,
+    );
+    response.extensions_mut().insert(decisions);
+}
+
+impl<S, St, ReqBody> fmt::Debug for ResponseFuture<S, St, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+    St: RateLimitStore,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}

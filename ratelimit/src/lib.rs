@@ -1,0 +1,32 @@
+#![doc = include_str!("../README.md")]
+
+mod decision;
+mod error;
+mod future;
+mod gcra;
+mod headers;
+mod key;
+mod layer;
+mod metrics;
+mod policy;
+mod rejection;
+mod service;
+mod store;
+mod window;
+
+pub use decision::{Decision, Decisions};
+pub use error::{ConfigError, ConfigErrorKind, StoreError};
+pub use future::ResponseFuture;
+pub use headers::{
+    RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+};
+pub use key::{ForwardedHeader, KeyExtractor, RateLimitKey, TrustedProxies};
+pub use layer::RateLimitLayer;
+pub use metrics::{CounterSnapshot, DecisionEvent, Outcome};
+pub use policy::{Algorithm, Policy, Quota};
+pub use rejection::{RateLimitRejection, VIOLATED_POLICIES_MEMBER};
+pub use service::RateLimit;
+pub use store::RateLimitStore;
+pub use store::memory::{MemoryPrepared, MemoryStore};
+#[cfg(feature = "redis")]
+pub use store::redis::{DEFAULT_TIMEOUT, RedisFuture, RedisPrepared, RedisStore};

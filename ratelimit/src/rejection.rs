@@ -1,0 +1,91 @@
+//! The responses the layer answers itself, and the typed reasons it records.
+
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, Response};
+use tower_problem_details::{Problem, ProblemCatalog, ProblemKind};
+
+use crate::decision::Decisions;
+use crate::headers::retry_after_seconds;
+use crate::policy::Policy;
+
+/// The problem member listing the policies that refused a request.
+pub const VIOLATED_POLICIES_MEMBER: &str = "violated-policies";
+
+/// Why the layer answered a request itself. Put into the response extensions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RateLimitRejection {
+    /// 429: the named policies refused the request.
+    QuotaExceeded {
+        /// The refusing policies' names.
+        violated_policies: Vec<String>,
+    },
+    /// 503: the store failed and the layer fails closed.
+    StoreUnavailable,
+    /// The request had no key to be limited by.
+    MissingKey,
+}
+
+pub(crate) fn quota_exceeded<B: From<Bytes>>(
+    catalog: &ProblemCatalog,
+    policies: &[Policy],
+    decisions: &Decisions,
+) -> Response<B> {
+    let violated: Vec<String> = policies
+        .iter()
+        .zip(decisions)
+        .filter(|(_, decision)| !decision.allowed())
+        .map(|(policy, _)| policy.name().to_owned())
+        .collect();
+    let retry = decisions.retry_after().map(retry_after_seconds);
+    let detail = match retry {
+        Some(seconds) => format!(
+            "The quota of {} is used up; retry in {seconds} s.",
+            violated.join(", ")
+        ),
+        None => format!(
+            "This request costs more than the capacity of {}; it can never be admitted.",
+            violated.join(", ")
+        ),
+    };
+    let mut problem = catalog
+        .problem(ProblemKind::QuotaExceeded)
+        .with_detail(detail);
+    // Not a standard member name, so inserting it cannot fail.
+    let _ = problem.insert_extension(VIOLATED_POLICIES_MEMBER, violated.clone());
+    let mut response = problem.into_response::<B>();
+    if let Some(seconds) = retry {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    response
+        .extensions_mut()
+        .insert(RateLimitRejection::QuotaExceeded {
+            violated_policies: violated,
+        });
+    response
+}
+
+pub(crate) fn store_unavailable<B: From<Bytes>>(catalog: &ProblemCatalog) -> Response<B> {
+    let mut response = catalog
+        .problem(ProblemKind::RateLimitStoreUnavailable)
+        .with_detail("The rate-limit store cannot be reached; the request was not processed.")
+        .into_response::<B>();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+        .extensions_mut()
+        .insert(RateLimitRejection::StoreUnavailable);
+    response
+}
+
+pub(crate) fn missing_key<B: From<Bytes>>(problem: &Problem) -> Response<B> {
+    let mut response = problem.clone().into_response::<B>();
+    response
+        .extensions_mut()
+        .insert(RateLimitRejection::MissingKey);
+    response
+}

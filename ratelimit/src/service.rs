@@ -1,0 +1,111 @@
+//! [`RateLimit`], the service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::layer::{Config, State};
+use crate::metrics::{DecisionEvent, Outcome};
+use crate::rejection;
+use crate::store::RateLimitStore;
+
+/// The service made by [`RateLimitLayer`](crate::RateLimitLayer).
+pub struct RateLimit<S, St: RateLimitStore> {
+    inner: S,
+    config: Arc<Config>,
+    state: Arc<State<St>>,
+}
+
+impl<S, St: RateLimitStore> RateLimit<S, St> {
+    pub(crate) fn new(inner: S, config: Arc<Config>, state: Arc<State<St>>) -> Self {
+        RateLimit {
+            inner,
+            config,
+            state,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    St: RateLimitStore,
+    ResBody: From<Bytes>,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, St, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = request.into_parts();
+        let Some(key) = self.config.key.extract(&parts) else {
+            self.config.report(
+                &self.state.counters,
+                &DecisionEvent {
+                    key: None,
+                    policies: &self.config.policies,
+                    outcome: Outcome::MissingKey,
+                },
+            );
+            return ResponseFuture::rejected(rejection::missing_key(&self.config.missing_key));
+        };
+        let cost = self.config.cost.as_ref().map_or(1, |cost| cost(&parts));
+        let decision = self.state.store.check(&self.state.prepared, &key, cost);
+        // The inner service was driven to readiness by `poll_ready`; take that one into the
+        // future and leave a clone behind. See "Be careful when cloning inner services" in
+        // tower's `Service` docs.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::deciding(
+            decision,
+            inner,
+            Request::from_parts(parts, body),
+            key,
+            Arc::clone(&self.config),
+            Arc::clone(&self.state),
+        )
+    }
+}
+
+impl<S: Clone, St: RateLimitStore> Clone for RateLimit<S, St> {
+    fn clone(&self) -> Self {
+        RateLimit {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St: RateLimitStore> fmt::Debug for RateLimit<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

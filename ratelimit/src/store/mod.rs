@@ -1,0 +1,29 @@
+//! Where buckets live: the [`RateLimitStore`] trait and its two implementations.
+
+use std::future::Future;
+
+use crate::decision::Decisions;
+use crate::error::StoreError;
+use crate::key::RateLimitKey;
+use crate::policy::Policy;
+
+pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
+
+/// A place that keeps buckets and decides requests against them.
+///
+/// Implementations must decide all of a request's policies as one step: admit only if every
+/// policy admits, consume from every policy then, and from none when any refuses.
+pub trait RateLimitStore: Send + Sync + 'static {
+    /// What the store precomputes for one set of policies (tables, script arguments).
+    type Prepared: Send + Sync + 'static;
+    /// The decision in progress.
+    type Future: Future<Output = Result<Decisions, StoreError>> + Send + 'static;
+
+    /// Prepares to decide `policies`; called once per limiter.
+    fn prepare(&self, policies: &[Policy]) -> Self::Prepared;
+
+    /// Decides a request of `cost` units from `key` against the prepared policies.
+    fn check(&self, prepared: &Self::Prepared, key: &RateLimitKey, cost: u64) -> Self::Future;
+}

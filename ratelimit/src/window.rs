@@ -1,0 +1,122 @@
+//! Sliding-window-counter arithmetic, in integer nanoseconds (Cloudflare's approximation).
+
+/// Counts for the current fixed window and the one before it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct WindowState {
+    /// The index (`time / window`) of the window `current` counts.
+    pub(crate) index: u64,
+    pub(crate) current: u64,
+    pub(crate) previous: u64,
+}
+
+/// The outcome of one sliding-window check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WindowOutcome {
+    /// Admitted: store `state`. `reset`: time until the current window ends.
+    Allow {
+        state: WindowState,
+        remaining: u64,
+        reset: u64,
+    },
+    /// Refused; nothing to store.
+    Deny {
+        remaining: u64,
+        reset: u64,
+        retry_after: u64,
+    },
+    /// The cost exceeds the limit: never admitted.
+    TooCostly,
+}
+
+impl WindowState {
+    /// The state as seen at `now`: windows that have ended are rolled over.
+    pub(crate) fn at(self, now: u64, window: u64) -> Self {
+        let index = now / window;
+        if index == self.index {
+            self
+        } else if index == self.index + 1 {
+            WindowState {
+                index,
+                current: 0,
+                previous: self.current,
+            }
+        } else {
+            WindowState {
+                index,
+                current: 0,
+                previous: 0,
+            }
+        }
+    }
+
+    /// Whether both counts are zero at `now`, so forgetting the key changes nothing.
+    pub(crate) fn is_idle(self, now: u64, window: u64) -> bool {
+        let state = self.at(now, window);
+        state.current == 0 && state.previous == 0
+    }
+}
+
+/// Decides `cost` units at `now` for `limit` units per `window` nanoseconds.
+///
+/// Admits when `previous × (window − elapsed) / window + current + cost ≤ limit`, computed
+/// exactly in integers (scaled by `window`).
+pub(crate) fn check(
+    state: WindowState,
+    now: u64,
+    window: u64,
+    limit: u64,
+    cost: u64,
+) -> WindowOutcome {
+    if cost > limit {
+        return WindowOutcome::TooCostly;
+    }
+    let state = state.at(now, window);
+    let (w, l) = (u128::from(window), u128::from(limit));
+    let elapsed = now % window;
+    let weighted_previous = u128::from(state.previous) * u128::from(window - elapsed);
+    let used = |current: u64| weighted_previous + u128::from(current) * w;
+    let reset = window - elapsed;
+    let remaining_after = |current: u64| {
+        let budget = (l * w).saturating_sub(used(current)) / w;
+        u64::try_from(budget).unwrap_or(u64::MAX)
+    };
+    let current = state.current.saturating_add(cost);
+    if used(current) <= l * w {
+        return WindowOutcome::Allow {
+            state: WindowState { current, ..state },
+            remaining: remaining_after(current),
+            reset,
+        };
+    }
+    let retry_after = retry_after(state, elapsed, window, limit, cost);
+    WindowOutcome::Deny {
+        remaining: remaining_after(state.current),
+        reset: retry_after,
+        retry_after,
+    }
+}
+
+/// The least time after which the same request would be admitted (no other traffic).
+fn retry_after(state: WindowState, elapsed: u64, window: u64, limit: u64, cost: u64) -> u64 {
+    let w = u128::from(window);
+    // Later in this window, once enough of the previous window has slid out.
+    let headroom = u128::from(limit).saturating_sub(u128::from(state.current) + u128::from(cost));
+    if state.current + cost <= limit && state.previous > 0 {
+        // previous × (window − e) ≤ headroom × window  ⇔  e ≥ window − ⌊headroom × window / previous⌋
+        let slack = headroom * w / u128::from(state.previous);
+        let at = w.saturating_sub(slack);
+        let at = u64::try_from(at).expect("at most one window");
+        if at > elapsed {
+            return at - elapsed;
+        }
+    }
+    // In the next window, where this window's count becomes the previous one.
+    let to_next = window - elapsed;
+    if state.current == 0 {
+        return to_next;
+    }
+    let headroom = u128::from(limit - cost);
+    let slack = headroom * w / u128::from(state.current);
+    let at = u64::try_from(w.saturating_sub(slack)).expect("at most one window");
+    to_next + at
+}

@@ -1,0 +1,244 @@
+//! The Redis store against a real Redis: shared limits, cluster key layout, one round trip per
+//! request, and failure and recovery.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use guardrail_test_support::{RedisServer, redis};
+use http::{HeaderName, Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_ratelimit::{KeyExtractor, Policy, Quota, RateLimitLayer, RedisStore};
+
+type Body = Full<Bytes>;
+
+fn service(
+    layer: RateLimitLayer<RedisStore>,
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone {
+    ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(|_: Request<Body>| async {
+            Ok::<_, BoxError>(Response::new(Body::from("ok")))
+        }))
+}
+
+fn request(key: &str) -> Request<Body> {
+    Request::get("/")
+        .header("x-api-key", key)
+        .body(Body::default())
+        .unwrap()
+}
+
+fn api_key() -> KeyExtractor {
+    KeyExtractor::header(HeaderName::from_static("x-api-key"))
+}
+
+fn policies() -> [Policy; 2] {
+    [
+        Policy::gcra("burst", Quota::per_minute(3).unwrap()).unwrap(),
+        Policy::sliding_window("hourly", 100, Duration::from_secs(3600)).unwrap(),
+    ]
+}
+
+async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_layer_instances_on_one_redis_share_one_limit() {
+    let redis = redis("two_layer_instances_on_one_redis_share_one_limit");
+    let prefix = redis.prefix().trim_end_matches(':');
+    // Two "instances": separate stores, connections and layers.
+    let a = service(
+        RateLimitLayer::new(
+            RedisStore::connect(redis.url(), prefix).await.unwrap(),
+            policies(),
+            api_key(),
+        )
+        .unwrap(),
+    );
+    let b = service(
+        RateLimitLayer::new(
+            RedisStore::connect(redis.url(), prefix).await.unwrap(),
+            policies(),
+            api_key(),
+        )
+        .unwrap(),
+    );
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let service = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let response = service.oneshot(request("shared-key")).await.unwrap();
+        statuses.push(response.status());
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            let wait: u64 = response.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=20).contains(&wait), "retry-after {wait}");
+        }
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+
+    // Every key of one decision carries the same hash tag, so the script runs on one cluster
+    // slot; the raw API key never appears.
+    let mut redis_connection = connection(redis.url()).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{prefix}*"))
+        .query_async(&mut redis_connection)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let tags: Vec<&str> = keys
+        .iter()
+        .map(|key| &key[key.find('{').unwrap() + 1..key.find('}').unwrap()])
+        .collect();
+    assert_eq!(tags[0], tags[1], "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|key| key.starts_with('{') && !key.contains("shared-key")),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn mixing_global_and_per_key_policies_tags_every_key_with_the_prefix() {
+    let redis = redis("mixing_global_and_per_key_policies");
+    let prefix = redis.prefix().trim_end_matches(':');
+    let store = RedisStore::connect(redis.url(), prefix).await.unwrap();
+    let global = Policy::gcra("global", Quota::per_second(1000).unwrap())
+        .unwrap()
+        .global();
+    let layer = RateLimitLayer::new(store, [policies()[0].clone(), global], api_key()).unwrap();
+    let response = service(layer).oneshot(request("k1")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut redis_connection = connection(redis.url()).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("*{prefix}*"))
+        .query_async(&mut redis_connection)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys.iter()
+            .all(|key| key.starts_with(&format!("{{{prefix}}}:"))),
+        "{keys:?}"
+    );
+}
+
+/// Calls per command, from `INFO commandstats`. Commands run inside scripts are counted too,
+/// under their own names.
+async fn command_calls(
+    connection: &mut redis::aio::MultiplexedConnection,
+) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats.split(',').find_map(|s| s.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_request_costs_exactly_one_redis_round_trip() {
+    // A private server, so that no other test's commands are counted.
+    let server = RedisServer::spawn().unwrap();
+    let store = RedisStore::connect(&server.url(), "rt").await.unwrap();
+    let service = service(RateLimitLayer::new(store, policies(), api_key()).unwrap());
+    let mut observer = connection(&server.url()).await;
+    let before = command_calls(&mut observer).await;
+    for i in 0..20 {
+        service
+            .clone()
+            .oneshot(request(&format!("k{}", i % 3)))
+            .await
+            .unwrap();
+    }
+    let after = command_calls(&mut observer).await;
+    let delta =
+        |name: &str| after.get(name).copied().unwrap_or(0) - before.get(name).copied().unwrap_or(0);
+    assert_eq!(delta("evalsha"), 20, "one EVALSHA per request");
+    // Everything else the client could have sent: nothing but our own INFO.
+    let inside_the_script = [
+        "time", "get", "set", "hmget", "hset", "pexpire", "evalsha", "info",
+    ];
+    for name in after.keys() {
+        if !inside_the_script.contains(&name.as_str()) {
+            assert_eq!(delta(name), 0, "unexpected `{name}` commands");
+        }
+    }
+}
+
+#[tokio::test]
+async fn redis_down_fails_open_or_closed_and_recovers_when_it_returns() {
+    let server = RedisServer::spawn().unwrap();
+    let port = server.port();
+    let url = server.url();
+    let open_layer = RateLimitLayer::new(
+        RedisStore::connect(&url, "down").await.unwrap(),
+        policies(),
+        api_key(),
+    )
+    .unwrap();
+    let closed_layer = RateLimitLayer::new(
+        RedisStore::connect(&url, "down").await.unwrap(),
+        policies(),
+        api_key(),
+    )
+    .unwrap()
+    .fail_closed();
+    let (open, closed) = (service(open_layer.clone()), service(closed_layer.clone()));
+    assert_eq!(
+        open.clone().oneshot(request("k")).await.unwrap().status(),
+        StatusCode::OK
+    );
+
+    drop(server);
+    let response = open.clone().oneshot(request("k")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "fail open");
+    assert!(!response.headers().contains_key("ratelimit"));
+    let response = closed.clone().oneshot(request("k")).await.unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "fail closed"
+    );
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert!(open_layer.counters().store_errors >= 1);
+    assert!(closed_layer.counters().store_errors >= 1);
+
+    // Back on the same port: both layers decide again without being rebuilt.
+    let _server = RedisServer::spawn_on(port).unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let response = closed.clone().oneshot(request("k")).await.unwrap();
+        if response.status() == StatusCode::OK && response.headers().contains_key("ratelimit") {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the store did not recover after Redis came back");
+    let response = open.oneshot(request("k")).await.unwrap();
+    assert!(response.headers().contains_key("ratelimit"));
+}
