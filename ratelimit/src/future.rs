@@ -137,6 +137,7 @@ where
                                 &decisions,
                             );
                             finish(&mut response, config, decisions);
+                            this.step.set(Step::Answered { response: None });
                             return Poll::Ready(Ok(response));
                         }
                         Err(error) => {
@@ -151,9 +152,9 @@ where
                                 rejected: config.fail_closed,
                             });
                             if config.fail_closed {
-                                return Poll::Ready(Ok(rejection::store_unavailable(
-                                    &config.catalog,
-                                )));
+                                let response = rejection::store_unavailable(&config.catalog);
+                                this.step.set(Step::Answered { response: None });
+                                return Poll::Ready(Ok(response));
                             }
                             let future = inner.call(request);
                             this.step.set(Step::Calling { future });
@@ -161,7 +162,10 @@ where
                     }
                 }
                 StepProj::Calling { future } => {
-                    let mut response = ready!(future.poll(cx))?;
+                    let result = ready!(future.poll(cx));
+                    // Answered with nothing left: a further poll hits the `expect` below.
+                    this.step.set(Step::Answered { response: None });
+                    let mut response = result?;
                     if let (Some(decisions), Some((config, _))) =
                         (this.decisions.take(), this.context.as_ref())
                     {

@@ -38,7 +38,16 @@ pub(crate) fn quota_exceeded<B: From<Bytes>>(
         .filter(|(_, decision)| !decision.allowed())
         .map(|(policy, _)| policy.name().to_owned())
         .collect();
-    let retry = decisions.retry_after().map(retry_after_seconds);
+    // A refusal that no wait can cure (the cost exceeds a capacity) gets no Retry-After, even
+    // when another refusing policy has a wait.
+    let never = decisions
+        .iter()
+        .any(|decision| !decision.allowed() && decision.retry_after().is_none());
+    let retry = if never {
+        None
+    } else {
+        decisions.retry_after().map(retry_after_seconds)
+    };
     let detail = match retry {
         Some(seconds) => format!(
             "The quota of {} is used up; retry in {seconds} s.",

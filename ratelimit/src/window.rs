@@ -29,10 +29,12 @@ pub(crate) enum WindowOutcome {
 }
 
 impl WindowState {
-    /// The state as seen at `now`: windows that have ended are rolled over.
+    /// The state as seen at `now`: windows that have ended are rolled over. A `now` older than
+    /// the stored window (a thread that read the clock before another rolled the state
+    /// forward) sees the state as it is: never roll back, which would wipe the counts.
     pub(crate) fn at(self, now: u64, window: u64) -> Self {
         let index = now / window;
-        if index == self.index {
+        if index <= self.index {
             self
         } else if index == self.index + 1 {
             WindowState {
@@ -71,6 +73,8 @@ pub(crate) fn check(
         return WindowOutcome::TooCostly;
     }
     let state = state.at(now, window);
+    // Measure from the state's window, in case `now` is older than it (see `at`).
+    let now = now.max(state.index.saturating_mul(window));
     let (w, l) = (u128::from(window), u128::from(limit));
     let elapsed = now % window;
     let weighted_previous = u128::from(state.previous) * u128::from(window - elapsed);
@@ -81,7 +85,7 @@ pub(crate) fn check(
         u64::try_from(budget).unwrap_or(u64::MAX)
     };
     let current = state.current.saturating_add(cost);
-    if used(current) <= l * w {
+    if state.current.checked_add(cost).is_some() && used(current) <= l * w {
         return WindowOutcome::Allow {
             state: WindowState { current, ..state },
             remaining: remaining_after(current),
@@ -101,7 +105,7 @@ fn retry_after(state: WindowState, elapsed: u64, window: u64, limit: u64, cost: 
     let w = u128::from(window);
     // Later in this window, once enough of the previous window has slid out.
     let headroom = u128::from(limit).saturating_sub(u128::from(state.current) + u128::from(cost));
-    if state.current + cost <= limit && state.previous > 0 {
+    if u128::from(state.current) + u128::from(cost) <= u128::from(limit) && state.previous > 0 {
         // previous × (window − e) ≤ headroom × window  ⇔  e ≥ window − ⌊headroom × window / previous⌋
         let slack = headroom * w / u128::from(state.previous);
         let at = w.saturating_sub(slack);
@@ -119,4 +123,22 @@ fn retry_after(state: WindowState, elapsed: u64, window: u64, limit: u64, cost: 
     let slack = headroom * w / u128::from(state.current);
     let at = u64::try_from(w.saturating_sub(slack)).expect("at most one window");
     to_next + at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_clock_reading_never_rolls_the_window_back() {
+        let state = WindowState {
+            index: 5,
+            current: 3,
+            previous: 7,
+        };
+        assert_eq!(state.at(4 * 10 + 9, 10), state);
+        assert!(!state.is_idle(4 * 10 + 9, 10));
+        let outcome = check(state, 49, 10, 10, 1);
+        assert!(matches!(outcome, WindowOutcome::Deny { .. }), "{outcome:?}");
+    }
 }

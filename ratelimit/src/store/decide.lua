@@ -50,6 +50,11 @@ for i = 1, #KEYS do
     local at = tonumber(stored[1] or '-2')
     local current = tonumber(stored[2] or '0')
     local previous = tonumber(stored[3] or '0')
+    if at > index then
+      -- The server's clock stepped back (a failover): never roll the window back.
+      index = at
+      now = at * window
+    end
     if at == index - 1 then
       previous = current; current = 0
     elseif at ~= index then
@@ -89,10 +94,13 @@ end
 if admitted then
   for i, write in pairs(writes) do
     if write[1] == 1 then
-      redis.call('SET', KEYS[i], string.format('%d', write[2]), 'PX', math.max(write[3], 1))
+      -- Integers formatted explicitly: some Redis versions render large Lua numbers as 1e+08.
+      redis.call('SET', KEYS[i], string.format('%d', write[2]), 'PX',
+        string.format('%d', math.max(write[3], 1)))
     else
-      redis.call('HSET', KEYS[i], 'i', string.format('%d', write[2]), 'c', write[3], 'p', write[4])
-      redis.call('PEXPIRE', KEYS[i], write[5])
+      redis.call('HSET', KEYS[i], 'i', string.format('%d', write[2]),
+        'c', string.format('%d', write[3]), 'p', string.format('%d', write[4]))
+      redis.call('PEXPIRE', KEYS[i], string.format('%d', write[5]))
     end
   end
 end

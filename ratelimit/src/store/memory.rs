@@ -298,8 +298,9 @@ impl Table {
                     if let WindowOutcome::Allow { state: next, .. } = outcome {
                         *state = next;
                     }
+                    // The window actually charged: the state's, which may be newer than `now`.
                     let consumed = Consumed::Window {
-                        index: now / *window,
+                        index: state.index,
                         units: cost,
                     };
                     (window_decision(outcome, *limit), consumed)
