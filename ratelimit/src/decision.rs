@@ -13,6 +13,39 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// Admitted; `reset` in nanoseconds.
+    pub(crate) fn admitted(limit: u64, remaining: u64, reset: u64) -> Self {
+        Decision {
+            allowed: true,
+            limit,
+            remaining,
+            reset: Duration::from_nanos(reset),
+            retry_after: None,
+        }
+    }
+
+    /// Refused until `wait` nanoseconds have passed (which is also the `reset`).
+    pub(crate) fn refused(limit: u64, remaining: u64, wait: u64) -> Self {
+        Decision {
+            allowed: false,
+            limit,
+            remaining,
+            reset: Duration::from_nanos(wait),
+            retry_after: Some(Duration::from_nanos(wait)),
+        }
+    }
+
+    /// Refused for good: the cost exceeds the capacity.
+    pub(crate) fn too_costly(limit: u64) -> Self {
+        Decision {
+            allowed: false,
+            limit,
+            remaining: 0,
+            reset: Duration::ZERO,
+            retry_after: None,
+        }
+    }
+
     /// Whether this policy admits the request.
     pub fn allowed(&self) -> bool {
         self.allowed

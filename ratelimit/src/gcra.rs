@@ -1,30 +1,20 @@
 //! GCRA arithmetic, in integer nanoseconds. Shared by the memory store and the tests; the
 //! Redis script implements the same steps in microseconds.
 
-/// The outcome of one GCRA check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum GcraOutcome {
-    /// Admitted: store `tat`. `reset`: time until one more unit is available (0 when full).
-    Allow {
-        tat: u64,
-        remaining: u64,
-        reset: u64,
-    },
-    /// Refused; nothing to store. `reset` equals `retry_after`.
-    Deny {
-        remaining: u64,
-        reset: u64,
-        retry_after: u64,
-    },
-    /// The cost exceeds the capacity: never admitted.
-    TooCostly,
-}
+use crate::decision::Decision;
 
 /// Decides `cost` units at `now` against a bucket whose theoretical arrival time is `tat`
-/// (0 for a new key), with emission interval `interval` and capacity `burst`.
-pub(crate) fn check(tat: u64, now: u64, interval: u64, burst: u64, cost: u64) -> GcraOutcome {
+/// (0 for a new key), with emission interval `interval` and capacity `burst`. Returns the
+/// decision and, when admitted, the new `tat` to store (nothing is stored on a refusal).
+pub(crate) fn check(
+    tat: u64,
+    now: u64,
+    interval: u64,
+    burst: u64,
+    cost: u64,
+) -> (Decision, Option<u64>) {
     if cost > burst {
-        return GcraOutcome::TooCostly;
+        return (Decision::too_costly(burst), None);
     }
     // In u128 so that no step saturates: `now` may be smaller than a whole window.
     let (now, interval) = (u128::from(now), u128::from(interval));
@@ -33,18 +23,18 @@ pub(crate) fn check(tat: u64, now: u64, interval: u64, burst: u64, cost: u64) ->
     let horizon = now + interval * u128::from(burst);
     let narrow = |value: u128| u64::try_from(value).unwrap_or(u64::MAX);
     if horizon >= new_tat {
-        GcraOutcome::Allow {
-            tat: narrow(new_tat),
-            remaining: narrow((horizon - new_tat) / interval),
-            reset: narrow(next_unit(new_tat - now, interval)),
-        }
+        let remaining = narrow((horizon - new_tat) / interval);
+        let reset = narrow(next_unit(new_tat - now, interval));
+        (
+            Decision::admitted(burst, remaining, reset),
+            Some(narrow(new_tat)),
+        )
     } else {
-        let wait = narrow(new_tat - horizon);
-        GcraOutcome::Deny {
-            remaining: narrow(horizon.saturating_sub(tat) / interval),
-            reset: wait,
-            retry_after: wait,
-        }
+        let remaining = narrow(horizon.saturating_sub(tat) / interval);
+        (
+            Decision::refused(burst, remaining, narrow(new_tat - horizon)),
+            None,
+        )
     }
 }
 

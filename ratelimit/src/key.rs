@@ -25,7 +25,7 @@ enum KeyRepr {
 
 impl RateLimitKey {
     /// The one key every caller shares.
-    pub fn global() -> Self {
+    pub const fn global() -> Self {
         RateLimitKey(KeyRepr::Global)
     }
 
@@ -51,7 +51,7 @@ impl RateLimitKey {
         RateLimitKey(KeyRepr::Text(key.into()))
     }
 
-    pub(crate) fn overflow() -> Self {
+    pub(crate) const fn overflow() -> Self {
         RateLimitKey(KeyRepr::Overflow)
     }
 
@@ -120,6 +120,8 @@ type ExtractFn = dyn Fn(&Parts) -> Option<RateLimitKey> + Send + Sync;
 pub struct KeyExtractor {
     extract: Arc<ExtractFn>,
     describe: Arc<str>,
+    /// Whether the key is a credential (a header), so a missing one is a 401.
+    credential: bool,
 }
 
 impl KeyExtractor {
@@ -127,7 +129,7 @@ impl KeyExtractor {
     /// has no key; several lines of it are refused as ambiguous.
     pub fn header(name: HeaderName) -> Self {
         let describe = format!("the `{name}` header");
-        KeyExtractor::from_fn_described(describe, move |parts: &Parts| {
+        let mut extractor = KeyExtractor::from_fn_described(describe, move |parts: &Parts| {
             let mut values = parts.headers.get_all(&name).iter();
             let value = values.next()?;
             if values.next().is_some() {
@@ -135,14 +137,16 @@ impl KeyExtractor {
             }
             let value = value.to_str().ok()?.trim();
             (!value.is_empty()).then(|| RateLimitKey::new(value))
-        })
+        });
+        extractor.credential = true;
+        extractor
     }
 
     /// The client's IP address: the connection's peer address (axum's
     /// `ConnectInfo<SocketAddr>` with the `axum` feature, or a `SocketAddr` in the request
     /// extensions), or, when that peer is a trusted proxy, the address the proxies report.
     pub fn peer_ip(proxies: TrustedProxies) -> Self {
-        KeyExtractor::from_fn_described("the client IP address", move |parts: &Parts| {
+        KeyExtractor::from_fn_described("the connection's peer address", move |parts: &Parts| {
             let peer = peer_addr(parts)?;
             Some(RateLimitKey::ip(proxies.client_ip(peer, parts)))
         })
@@ -161,7 +165,7 @@ impl KeyExtractor {
     where
         F: Fn(&Parts) -> Option<RateLimitKey> + Send + Sync + 'static,
     {
-        KeyExtractor::from_fn_described("a custom rule", extract)
+        KeyExtractor::from_fn_described("the request (custom rule)", extract)
     }
 
     fn from_fn_described<F>(describe: impl Into<Arc<str>>, extract: F) -> Self
@@ -171,6 +175,7 @@ impl KeyExtractor {
         KeyExtractor {
             extract: Arc::new(extract),
             describe: describe.into(),
+            credential: false,
         }
     }
 
@@ -181,6 +186,10 @@ impl KeyExtractor {
 
     pub(crate) fn describe(&self) -> &str {
         &self.describe
+    }
+
+    pub(crate) fn is_credential(&self) -> bool {
+        self.credential
     }
 }
 

@@ -189,11 +189,8 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
 }
 
 fn default_missing_key(catalog: &ProblemCatalog, key: &KeyExtractor) -> Problem {
-    let detail = format!(
-        "The request carries no {} to be rate-limited by.",
-        key.describe()
-    );
-    if key.describe().contains("header") {
+    let detail = format!("No rate-limit key was found in {}.", key.describe());
+    if key.is_credential() {
         catalog
             .problem(ProblemKind::Unauthorized)
             .with_detail(detail)

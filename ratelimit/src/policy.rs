@@ -132,8 +132,8 @@ pub enum Algorithm {
 /// One named limit. A layer decides all of its policies together.
 ///
 /// The name appears in the `RateLimit-Policy` and `RateLimit` headers and in the 429 problem's
-/// `violated-policies`; on one store, policies with the same name share their buckets (on
-/// Redis: across every instance using the same key prefix).
+/// `violated-policies`; on one store, identical policies (same name and parameters) share
+/// their buckets (on Redis: across every instance using the same key prefix).
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Policy {
     name: Arc<str>,

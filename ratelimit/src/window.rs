@@ -1,5 +1,7 @@
 //! Sliding-window-counter arithmetic, in integer nanoseconds (Cloudflare's approximation).
 
+use crate::decision::Decision;
+
 /// Counts for the current fixed window and the one before it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct WindowState {
@@ -7,25 +9,6 @@ pub(crate) struct WindowState {
     pub(crate) index: u64,
     pub(crate) current: u64,
     pub(crate) previous: u64,
-}
-
-/// The outcome of one sliding-window check.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum WindowOutcome {
-    /// Admitted: store `state`. `reset`: time until the current window ends.
-    Allow {
-        state: WindowState,
-        remaining: u64,
-        reset: u64,
-    },
-    /// Refused; nothing to store.
-    Deny {
-        remaining: u64,
-        reset: u64,
-        retry_after: u64,
-    },
-    /// The cost exceeds the limit: never admitted.
-    TooCostly,
 }
 
 impl WindowState {
@@ -61,16 +44,17 @@ impl WindowState {
 /// Decides `cost` units at `now` for `limit` units per `window` nanoseconds.
 ///
 /// Admits when `previous × (window − elapsed) / window + current + cost ≤ limit`, computed
-/// exactly in integers (scaled by `window`).
+/// exactly in integers (scaled by `window`). Returns the decision and, when admitted, the
+/// state to store; `reset` is the time until the current window ends.
 pub(crate) fn check(
     state: WindowState,
     now: u64,
     window: u64,
     limit: u64,
     cost: u64,
-) -> WindowOutcome {
+) -> (Decision, Option<WindowState>) {
     if cost > limit {
-        return WindowOutcome::TooCostly;
+        return (Decision::too_costly(limit), None);
     }
     let state = state.at(now, window);
     // Measure from the state's window, in case `now` is older than it (see `at`).
@@ -86,18 +70,14 @@ pub(crate) fn check(
     };
     let current = state.current.saturating_add(cost);
     if state.current.checked_add(cost).is_some() && used(current) <= l * w {
-        return WindowOutcome::Allow {
-            state: WindowState { current, ..state },
-            remaining: remaining_after(current),
-            reset,
-        };
+        let decision = Decision::admitted(limit, remaining_after(current), reset);
+        return (decision, Some(WindowState { current, ..state }));
     }
-    let retry_after = retry_after(state, elapsed, window, limit, cost);
-    WindowOutcome::Deny {
-        remaining: remaining_after(state.current),
-        reset: retry_after,
-        retry_after,
-    }
+    let wait = retry_after(state, elapsed, window, limit, cost);
+    (
+        Decision::refused(limit, remaining_after(state.current), wait),
+        None,
+    )
 }
 
 /// The least time after which the same request would be admitted (no other traffic).
@@ -138,7 +118,7 @@ mod tests {
         };
         assert_eq!(state.at(4 * 10 + 9, 10), state);
         assert!(!state.is_idle(4 * 10 + 9, 10));
-        let outcome = check(state, 49, 10, 10, 1);
-        assert!(matches!(outcome, WindowOutcome::Deny { .. }), "{outcome:?}");
+        let (decision, stored) = check(state, 49, 10, 10, 1);
+        assert!(!decision.allowed() && stored.is_none(), "{decision:?}");
     }
 }

@@ -254,3 +254,37 @@ async fn redis_down_fails_open_or_closed_and_recovers_when_it_returns() {
         "the fail-open store did not recover after Redis came back"
     );
 }
+
+#[tokio::test]
+async fn same_named_policies_with_other_parameters_never_share_state() {
+    let redis = redis("same_named_policies_with_other_parameters");
+    let prefix = redis.prefix().trim_end_matches(':');
+    let gcra = Policy::gcra("p", Quota::per_minute(2).unwrap()).unwrap();
+    let window = Policy::sliding_window("p", 5, Duration::from_secs(60)).unwrap();
+    let a = RateLimitLayer::new(
+        RedisStore::connect(redis.url(), prefix).await.unwrap(),
+        [gcra],
+        api_key(),
+    )
+    .unwrap();
+    let b = RateLimitLayer::new(
+        RedisStore::connect(redis.url(), prefix).await.unwrap(),
+        [window],
+        api_key(),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        for layer in [&a, &b] {
+            let response = service(layer.clone())
+                .oneshot(request("same"))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            assert!(
+                response.headers().contains_key("ratelimit"),
+                "decided, not failed open"
+            );
+        }
+    }
+    assert_eq!(a.counters().store_errors + b.counters().store_errors, 0);
+}

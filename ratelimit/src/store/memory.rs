@@ -12,11 +12,11 @@ use tokio::time::Instant;
 
 use crate::decision::{Decision, Decisions};
 use crate::error::{ConfigError, ConfigErrorKind, StoreError};
-use crate::gcra::{self, GcraOutcome};
+use crate::gcra;
 use crate::key::RateLimitKey;
 use crate::policy::{Algorithm, Policy};
 use crate::store::RateLimitStore;
-use crate::window::{self, WindowOutcome, WindowState};
+use crate::window::{self, WindowState};
 
 /// Sweeps of idle keys run at most this often, so a full table of active keys does not make
 /// every new key pay for a scan.
@@ -115,8 +115,9 @@ impl MemoryStore {
             let mut refused = Vec::with_capacity(prepared.tables.len());
             for ((table, global), (_, consumed)) in prepared.tables.iter().zip(decisions) {
                 let key = if *global { &GLOBAL } else { key };
-                table.refund(key, consumed, now);
-                refused.push(table.peek(key, now, cost));
+                let charged = if consumed.overflow { &OVERFLOW } else { key };
+                table.refund(charged, consumed, now);
+                refused.push(table.peek(charged, now, cost));
             }
             refused.push(decision);
             for (table, global) in &prepared.tables[index + 1..] {
@@ -134,7 +135,8 @@ impl MemoryStore {
     }
 }
 
-static GLOBAL: std::sync::LazyLock<RateLimitKey> = std::sync::LazyLock::new(RateLimitKey::global);
+static GLOBAL: RateLimitKey = RateLimitKey::global();
+static OVERFLOW: RateLimitKey = RateLimitKey::overflow();
 
 impl Default for MemoryStore {
     fn default() -> Self {
@@ -191,11 +193,15 @@ impl RateLimitStore for MemoryStore {
     }
 }
 
-/// What a successful `consume` took, so a refund can give it back.
+/// What a successful `consume` took, and from which bucket, so a refund gives it back to
+/// that bucket.
 #[derive(Clone, Copy)]
-enum Consumed {
-    Gcra { units: u64, interval: u64 },
-    Window { index: u64, units: u64 },
+struct Consumed {
+    units: u64,
+    /// The window charged (sliding window only: the state's, which may be newer than `now`).
+    window_index: u64,
+    /// Whether the caller was charged in the overflow bucket.
+    overflow: bool,
 }
 
 struct Table {
@@ -258,65 +264,70 @@ impl Table {
                 interval,
                 burst,
             } => {
-                let consumed = Consumed::Gcra {
-                    units: cost,
-                    interval: *interval,
-                };
-                let decide = |tat: &AtomicU64| {
+                let decide = |tat: &AtomicU64, overflow| {
                     let mut current = tat.load(Ordering::Acquire);
-                    loop {
-                        let outcome = gcra::check(current, now, *interval, *burst, cost);
-                        let GcraOutcome::Allow { tat: next, .. } = outcome else {
-                            return gcra_decision(outcome, *burst);
-                        };
+                    let decision = loop {
+                        let (decision, next) = gcra::check(current, now, *interval, *burst, cost);
+                        let Some(next) = next else { break decision };
                         match tat.compare_exchange_weak(
                             current,
                             next,
                             Ordering::AcqRel,
                             Ordering::Acquire,
                         ) {
-                            Ok(_) => return gcra_decision(outcome, *burst),
+                            Ok(_) => break decision,
                             Err(actual) => current = actual,
                         }
-                    }
+                    };
+                    let consumed = Consumed {
+                        units: cost,
+                        window_index: 0,
+                        overflow,
+                    };
+                    (decision, consumed)
                 };
                 if let Some(tat) = buckets.get(key) {
-                    return (decide(&tat), consumed);
+                    return decide(&tat, false);
                 }
-                let key = self.admit_key(key, now, max_keys);
-                let tat = buckets.entry(key).or_insert_with(|| AtomicU64::new(0));
-                (decide(&tat), consumed)
+                let overflow = self.admit_key(now, max_keys);
+                let key = if overflow { &OVERFLOW } else { key };
+                let tat = buckets
+                    .entry(key.clone())
+                    .or_insert_with(|| AtomicU64::new(0));
+                decide(&tat, overflow)
             }
             TableKind::Window {
                 windows,
                 window,
                 limit,
             } => {
-                let decide = |state: &Mutex<WindowState>| {
+                let decide = |state: &Mutex<WindowState>, overflow| {
                     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                    let outcome = window::check(*state, now, *window, *limit, cost);
-                    if let WindowOutcome::Allow { state: next, .. } = outcome {
+                    let (decision, next) = window::check(*state, now, *window, *limit, cost);
+                    if let Some(next) = next {
                         *state = next;
                     }
-                    // The window actually charged: the state's, which may be newer than `now`.
-                    let consumed = Consumed::Window {
-                        index: state.index,
+                    let consumed = Consumed {
                         units: cost,
+                        window_index: state.index,
+                        overflow,
                     };
-                    (window_decision(outcome, *limit), consumed)
+                    (decision, consumed)
                 };
                 if let Some(state) = windows.get(key) {
-                    return decide(&state);
+                    return decide(&state, false);
                 }
-                let key = self.admit_key(key, now, max_keys);
-                let state = windows.entry(key).or_default();
-                decide(&state)
+                let overflow = self.admit_key(now, max_keys);
+                let key = if overflow { &OVERFLOW } else { key };
+                let state = windows.entry(key.clone()).or_default();
+                decide(&state, overflow)
             }
         }
     }
 
-    /// The key a new caller gets: its own, or the overflow bucket when the table is full.
-    fn admit_key(&self, key: &RateLimitKey, now: u64, max_keys: usize) -> RateLimitKey {
+    /// Makes room for a new caller (sweeping idle keys when due); `true` when there is none
+    /// and the caller goes to the overflow bucket.
+    fn admit_key(&self, now: u64, max_keys: usize) -> bool {
         let last = self.last_sweep.load(Ordering::Relaxed);
         let since = Duration::from_nanos(now.saturating_sub(last));
         let full = self.len() >= max_keys;
@@ -329,11 +340,7 @@ impl Table {
         {
             self.sweep(now);
         }
-        if full && self.len() >= max_keys {
-            RateLimitKey::overflow()
-        } else {
-            key.clone()
-        }
+        full && self.len() >= max_keys
     }
 
     fn sweep(&self, now: u64) {
@@ -350,17 +357,15 @@ impl Table {
         }
     }
 
-    /// Gives back what `consume` took.
+    /// Gives back what `consume` took from the bucket of `key` (the one charged). A bucket
+    /// swept in the meantime is full anyway: nothing to give back.
     fn refund(&self, key: &RateLimitKey, consumed: Consumed, now: u64) {
-        match (&self.kind, consumed) {
-            (TableKind::Gcra { buckets, .. }, Consumed::Gcra { units, interval }) => {
-                let key = if buckets.contains_key(key) {
-                    key
-                } else {
-                    &*OVERFLOW
-                };
+        match &self.kind {
+            TableKind::Gcra {
+                buckets, interval, ..
+            } => {
                 if let Some(tat) = buckets.get(key) {
-                    let back = units.saturating_mul(interval);
+                    let back = consumed.units.saturating_mul(*interval);
                     let _ = tat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
                         // Never below `now`: a bucket at `now` is exactly as full as one
                         // that has been idle for longer.
@@ -368,29 +373,19 @@ impl Table {
                     });
                 }
             }
-            (
-                TableKind::Window {
-                    windows, window, ..
-                },
-                Consumed::Window { index, units },
-            ) => {
-                let key = if windows.contains_key(key) {
-                    key
-                } else {
-                    &*OVERFLOW
-                };
+            TableKind::Window {
+                windows, window, ..
+            } => {
                 if let Some(state) = windows.get(key) {
                     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                    let rolled = state.at(now, *window);
-                    *state = rolled;
-                    if state.index == index {
-                        state.current = state.current.saturating_sub(units);
-                    } else if state.index == index + 1 {
-                        state.previous = state.previous.saturating_sub(units);
+                    *state = state.at(now, *window);
+                    if state.index == consumed.window_index {
+                        state.current = state.current.saturating_sub(consumed.units);
+                    } else if state.index == consumed.window_index + 1 {
+                        state.previous = state.previous.saturating_sub(consumed.units);
                     }
                 }
             }
-            _ => unreachable!("a table only ever consumes its own kind"),
         }
     }
 
@@ -405,7 +400,7 @@ impl Table {
                 let tat = buckets
                     .get(key)
                     .map_or(0, |tat| tat.load(Ordering::Acquire));
-                gcra_decision(gcra::check(tat, now, *interval, *burst, cost), *burst)
+                gcra::check(tat, now, *interval, *burst, cost).0
             }
             TableKind::Window {
                 windows,
@@ -415,75 +410,8 @@ impl Table {
                 let state = windows.get(key).map_or_else(WindowState::default, |state| {
                     *state.lock().unwrap_or_else(PoisonError::into_inner)
                 });
-                window_decision(window::check(state, now, *window, *limit, cost), *limit)
+                window::check(state, now, *window, *limit, cost).0
             }
         }
-    }
-}
-
-static OVERFLOW: std::sync::LazyLock<RateLimitKey> =
-    std::sync::LazyLock::new(RateLimitKey::overflow);
-
-pub(crate) fn gcra_decision(outcome: GcraOutcome, burst: u64) -> Decision {
-    match outcome {
-        GcraOutcome::Allow {
-            remaining, reset, ..
-        } => Decision {
-            allowed: true,
-            limit: burst,
-            remaining,
-            reset: Duration::from_nanos(reset),
-            retry_after: None,
-        },
-        GcraOutcome::Deny {
-            remaining,
-            reset,
-            retry_after,
-        } => Decision {
-            allowed: false,
-            limit: burst,
-            remaining,
-            reset: Duration::from_nanos(reset),
-            retry_after: Some(Duration::from_nanos(retry_after)),
-        },
-        GcraOutcome::TooCostly => Decision {
-            allowed: false,
-            limit: burst,
-            remaining: 0,
-            reset: Duration::ZERO,
-            retry_after: None,
-        },
-    }
-}
-
-pub(crate) fn window_decision(outcome: WindowOutcome, limit: u64) -> Decision {
-    match outcome {
-        WindowOutcome::Allow {
-            remaining, reset, ..
-        } => Decision {
-            allowed: true,
-            limit,
-            remaining,
-            reset: Duration::from_nanos(reset),
-            retry_after: None,
-        },
-        WindowOutcome::Deny {
-            remaining,
-            reset,
-            retry_after,
-        } => Decision {
-            allowed: false,
-            limit,
-            remaining,
-            reset: Duration::from_nanos(reset),
-            retry_after: Some(Duration::from_nanos(retry_after)),
-        },
-        WindowOutcome::TooCostly => Decision {
-            allowed: false,
-            limit,
-            remaining: 0,
-            reset: Duration::ZERO,
-            retry_after: None,
-        },
     }
 }

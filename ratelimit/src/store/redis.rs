@@ -36,9 +36,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 ///   100 ms) is a store error; the layer then fails open or closed as configured. The
 ///   connection manager reconnects in the background, so the store recovers by itself when
 ///   Redis is back.
-/// - **Keys** look like `{ratelimit:ip:192.0.2.1}:burst`; text keys (API keys) are stored as
-///   a SHA-256 prefix, never in clear. Time resolution is one microsecond, so a GCRA rate above
-///   one million per second per key is rounded down to that.
+/// - **Keys** look like `{ratelimit:ip:192.0.2.1}:burst:g200000:5` (policy name, then its
+///   parameters, so only identical policies share state); text keys (API keys) are stored as
+///   a SHA-256 prefix, never in clear. Time resolution is one microsecond: a GCRA emission
+///   interval is rounded up to whole microseconds, so a rate is never loosened (and rates
+///   above one million per second per key are capped there).
 #[derive(Clone)]
 pub struct RedisStore<C = ConnectionManager> {
     connection: C,
@@ -138,10 +140,11 @@ where
 /// The Redis store's precomputed arguments for one limiter's policies.
 #[derive(Clone, Debug)]
 pub struct RedisPrepared {
-    policies: Vec<(Arc<str>, bool)>,
-    /// Three numbers per policy, as the script reads them.
-    args: Vec<u64>,
-    capacities: Vec<u64>,
+    /// Per policy: the key suffix (name and parameters) and whether it is global.
+    policies: Vec<(String, bool)>,
+    /// Three numbers per policy, as the script reads them; shared by every request.
+    args: Arc<[u64]>,
+    capacities: Arc<[u64]>,
     shared_tag: bool,
 }
 
@@ -154,28 +157,34 @@ where
 
     fn prepare(&self, policies: &[Policy]) -> RedisPrepared {
         let mut args = Vec::with_capacity(policies.len() * 3);
+        let mut suffixes = Vec::with_capacity(policies.len());
         for policy in policies {
-            match policy.algorithm() {
-                Algorithm::Gcra(quota) => {
-                    args.push(1);
-                    args.push((quota.emission_interval_nanos() / 1_000).max(1));
-                    args.push(quota.burst());
-                }
-                Algorithm::SlidingWindow { limit, window } => {
-                    args.push(2);
-                    args.push(u64::try_from(window.as_micros()).unwrap_or(u64::MAX));
-                    args.push(limit);
-                }
-            }
+            // The parameters are part of the key, so that two policies of one name but other
+            // parameters never read each other's state (a wrong-type reply would fail open).
+            let (kind, a, b) = match policy.algorithm() {
+                Algorithm::Gcra(quota) => (
+                    1,
+                    quota.emission_interval_nanos().div_ceil(1_000),
+                    quota.burst(),
+                ),
+                Algorithm::SlidingWindow { limit, window } => (
+                    2,
+                    u64::try_from(window.as_micros()).unwrap_or(u64::MAX),
+                    limit,
+                ),
+            };
+            args.extend([kind, a, b]);
+            let tag = if kind == 1 { 'g' } else { 'w' };
+            suffixes.push((
+                format!("{}:{tag}{a}:{b}", policy.name()),
+                policy.is_global(),
+            ));
         }
         let any_global = policies.iter().any(Policy::is_global);
         let any_per_key = policies.iter().any(|p| !p.is_global());
         RedisPrepared {
-            policies: policies
-                .iter()
-                .map(|p| (Arc::from(p.name()), p.is_global()))
-                .collect(),
-            args,
+            policies: suffixes,
+            args: args.into(),
             capacities: policies.iter().map(Policy::capacity).collect(),
             shared_tag: any_global && any_per_key,
         }
@@ -183,8 +192,8 @@ where
 
     fn check(&self, prepared: &RedisPrepared, key: &RateLimitKey, cost: u64) -> RedisFuture {
         let keys = self.keys(prepared, key);
-        let args = prepared.args.clone();
-        let capacities = prepared.capacities.clone();
+        let args = Arc::clone(&prepared.args);
+        let capacities = Arc::clone(&prepared.capacities);
         let script = Arc::clone(&self.script);
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
@@ -194,7 +203,7 @@ where
                 invocation.key(key);
             }
             invocation.arg(cost);
-            for arg in &args {
+            for arg in args.iter() {
                 invocation.arg(*arg);
             }
             let call = invocation.invoke_async::<Vec<i64>>(&mut connection);
