@@ -2,53 +2,69 @@
 
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 /// One policy's verdict on one request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
-    pub(crate) allowed: bool,
-    pub(crate) limit: u64,
-    pub(crate) remaining: u64,
-    pub(crate) reset: Duration,
-    pub(crate) retry_after: Option<Duration>,
+    verdict: Verdict,
+    limit: u64,
+    remaining: u64,
+    /// Nanoseconds (kept small: decisions are built and moved on every request).
+    reset: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Admitted,
+    /// Refused until `reset` has passed.
+    Refused,
+    /// Refused for good: the cost exceeds the capacity.
+    TooCostly,
+}
+
+/// Saturating: a wait beyond 584 years is as good as forever.
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Decision {
-    /// Admitted; `reset` in nanoseconds.
-    pub(crate) fn admitted(limit: u64, remaining: u64, reset: u64) -> Self {
+    /// Admitted by a policy of capacity `limit`, which has `remaining` units left and is
+    /// full again (or gains its next unit) after `reset`. For stores of your own.
+    pub fn admitted(limit: u64, remaining: u64, reset: Duration) -> Self {
         Decision {
-            allowed: true,
+            verdict: Verdict::Admitted,
             limit,
             remaining,
-            reset: Duration::from_nanos(reset),
-            retry_after: None,
+            reset: nanos(reset),
         }
     }
 
-    /// Refused until `wait` nanoseconds have passed (which is also the `reset`).
-    pub(crate) fn refused(limit: u64, remaining: u64, wait: u64) -> Self {
+    /// Refused by a policy of capacity `limit` until `wait` has passed (which is also the
+    /// `reset`); `remaining` is what it could admit now. For stores of your own.
+    pub fn refused(limit: u64, remaining: u64, wait: Duration) -> Self {
         Decision {
-            allowed: false,
+            verdict: Verdict::Refused,
             limit,
             remaining,
-            reset: Duration::from_nanos(wait),
-            retry_after: Some(Duration::from_nanos(wait)),
+            reset: nanos(wait),
         }
     }
 
-    /// Refused for good: the cost exceeds the capacity.
-    pub(crate) fn too_costly(limit: u64) -> Self {
+    /// Refused for good by a policy of capacity `limit`: the cost exceeds it, so no wait
+    /// helps (the 429 then carries no `Retry-After`). For stores of your own.
+    pub fn too_costly(limit: u64) -> Self {
         Decision {
-            allowed: false,
+            verdict: Verdict::TooCostly,
             limit,
             remaining: 0,
-            reset: Duration::ZERO,
-            retry_after: None,
+            reset: 0,
         }
     }
 
     /// Whether this policy admits the request.
     pub fn allowed(&self) -> bool {
-        self.allowed
+        self.verdict == Verdict::Admitted
     }
 
     /// The policy's capacity (burst, or units per window).
@@ -65,14 +81,14 @@ impl Decision {
     /// the same as [`retry_after`](Self::retry_after); when admitted, until the bucket gains
     /// its next unit (GCRA; zero when full) or the current window ends (sliding window).
     pub fn reset(&self) -> Duration {
-        self.reset
+        Duration::from_nanos(self.reset)
     }
 
     /// When refused: the least time after which the same request would be admitted. `None`
     /// when admitted, or when the request costs more than the policy's capacity and will never
     /// be admitted.
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        (self.verdict == Verdict::Refused).then(|| Duration::from_nanos(self.reset))
     }
 }
 
@@ -82,12 +98,16 @@ impl Decision {
 /// any refuses, none consumed anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decisions {
-    decisions: Vec<Decision>,
+    // Inline for up to two policies (burst + sustained), so the hot path does not allocate.
+    decisions: SmallVec<[Decision; 2]>,
 }
 
 impl Decisions {
-    pub(crate) fn new(decisions: Vec<Decision>) -> Self {
-        Decisions { decisions }
+    /// The verdicts of a limiter's policies, in policy order. For stores of your own.
+    pub fn new(decisions: impl IntoIterator<Item = Decision>) -> Self {
+        Decisions {
+            decisions: decisions.into_iter().collect(),
+        }
     }
 
     /// Whether every policy admits the request.

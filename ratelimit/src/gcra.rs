@@ -1,6 +1,9 @@
 //! GCRA arithmetic, in integer nanoseconds. Shared by the memory store and the tests; the
 //! Redis script implements the same steps in microseconds.
 
+use std::time::Duration;
+
+use crate::arith::divide;
 use crate::decision::Decision;
 
 /// Decides `cost` units at `now` against a bucket whose theoretical arrival time is `tat`
@@ -22,17 +25,18 @@ pub(crate) fn check(
     let new_tat = tat + interval * u128::from(cost);
     let horizon = now + interval * u128::from(burst);
     let narrow = |value: u128| u64::try_from(value).unwrap_or(u64::MAX);
+    let nanos = |value: u128| Duration::from_nanos(narrow(value));
     if horizon >= new_tat {
-        let remaining = narrow((horizon - new_tat) / interval);
-        let reset = narrow(next_unit(new_tat - now, interval));
+        let remaining = narrow(divide(horizon - new_tat, interval));
+        let reset = nanos(next_unit(new_tat - now, interval));
         (
             Decision::admitted(burst, remaining, reset),
             Some(narrow(new_tat)),
         )
     } else {
-        let remaining = narrow(horizon.saturating_sub(tat) / interval);
+        let remaining = narrow(divide(horizon.saturating_sub(tat), interval));
         (
-            Decision::refused(burst, remaining, narrow(new_tat - horizon)),
+            Decision::refused(burst, remaining, nanos(new_tat - horizon)),
             None,
         )
     }
@@ -44,7 +48,8 @@ fn next_unit(deficit: u128, interval: u128) -> u128 {
     if deficit == 0 {
         0
     } else {
-        (deficit - 1) % interval + 1
+        let below = deficit - 1;
+        below - divide(below, interval) * interval + 1
     }
 }
 

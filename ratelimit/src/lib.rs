@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod arith;
 mod decision;
 mod error;
 mod future;

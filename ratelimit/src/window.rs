@@ -1,5 +1,8 @@
 //! Sliding-window-counter arithmetic, in integer nanoseconds (Cloudflare's approximation).
 
+use std::time::Duration;
+
+use crate::arith::divide;
 use crate::decision::Decision;
 
 /// Counts for the current fixed window and the one before it.
@@ -65,15 +68,16 @@ pub(crate) fn check(
     let used = |current: u64| weighted_previous + u128::from(current) * w;
     let reset = window - elapsed;
     let remaining_after = |current: u64| {
-        let budget = (l * w).saturating_sub(used(current)) / w;
+        let budget = divide((l * w).saturating_sub(used(current)), w);
         u64::try_from(budget).unwrap_or(u64::MAX)
     };
     let current = state.current.saturating_add(cost);
     if state.current.checked_add(cost).is_some() && used(current) <= l * w {
+        let reset = Duration::from_nanos(reset);
         let decision = Decision::admitted(limit, remaining_after(current), reset);
         return (decision, Some(WindowState { current, ..state }));
     }
-    let wait = retry_after(state, elapsed, window, limit, cost);
+    let wait = Duration::from_nanos(retry_after(state, elapsed, window, limit, cost));
     (
         Decision::refused(limit, remaining_after(state.current), wait),
         None,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dashmap::DashMap;
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::decision::{Decision, Decisions};
@@ -102,18 +103,19 @@ impl MemoryStore {
     /// Decides synchronously; what [`RateLimitStore::check`] returns, without the future.
     pub fn decide(&self, prepared: &MemoryPrepared, key: &RateLimitKey, cost: u64) -> Decisions {
         let now = self.now();
-        let mut decisions = Vec::with_capacity(prepared.tables.len());
+        // Inline for up to two policies: the admitted path allocates nothing.
+        let mut taken: SmallVec<[(Decision, Consumed); 2]> = SmallVec::new();
         for (index, (table, global)) in prepared.tables.iter().enumerate() {
             let key = if *global { &GLOBAL } else { key };
             let (decision, consumed) = table.consume(key, now, cost, self.inner.max_keys);
-            if decision.allowed {
-                decisions.push((decision, consumed));
+            if decision.allowed() {
+                taken.push((decision, consumed));
                 continue;
             }
             // Refused: give back what the policies before this one took, then report every
             // policy as it stands without this request.
-            let mut refused = Vec::with_capacity(prepared.tables.len());
-            for ((table, global), (_, consumed)) in prepared.tables.iter().zip(decisions) {
+            let mut refused: SmallVec<[Decision; 2]> = SmallVec::new();
+            for ((table, global), (_, consumed)) in prepared.tables.iter().zip(taken) {
                 let key = if *global { &GLOBAL } else { key };
                 let charged = if consumed.overflow { &OVERFLOW } else { key };
                 table.refund(charged, consumed, now);
@@ -126,12 +128,7 @@ impl MemoryStore {
             }
             return Decisions::new(refused);
         }
-        Decisions::new(
-            decisions
-                .into_iter()
-                .map(|(decision, _)| decision)
-                .collect(),
-        )
+        Decisions::new(taken.into_iter().map(|(decision, _)| decision))
     }
 }
 

@@ -61,7 +61,9 @@ impl RedisStore<ConnectionManager> {
             .map_err(|e| StoreError::new("invalid Redis URL", Some(Box::new(e))))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(DEFAULT_TIMEOUT * 5))
-            .set_response_timeout(Some(DEFAULT_TIMEOUT))
+            // No response timeout in the manager: the store's own `timeout` bounds every
+            // decision, and a manager limit would silently cap a longer one set there.
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let manager = ConnectionManager::new_with_config(client, config)
@@ -227,14 +229,14 @@ fn parse_reply(reply: &[i64], capacities: &[u64]) -> Result<Decisions, StoreErro
     let decisions = reply
         .chunks_exact(4)
         .zip(capacities)
-        .map(|(values, &limit)| Decision {
-            allowed: values[0] == 1,
-            limit,
-            remaining: u64::try_from(values[1]).unwrap_or(0),
-            reset: micros(values[2]),
-            retry_after: (values[0] != 1 && values[3] >= 0).then(|| micros(values[3])),
-        })
-        .collect();
+        .map(|(values, &limit)| {
+            let remaining = u64::try_from(values[1]).unwrap_or(0);
+            match (values[0] == 1, values[3]) {
+                (true, _) => Decision::admitted(limit, remaining, micros(values[2])),
+                (false, wait) if wait >= 0 => Decision::refused(limit, remaining, micros(wait)),
+                (false, _) => Decision::too_costly(limit),
+            }
+        });
     Ok(Decisions::new(decisions))
 }
 
