@@ -1,0 +1,171 @@
+//! The `Idempotency-Key` header: parsing, and the key the handler can read.
+
+use http::HeaderMap;
+#[cfg(test)]
+use http::HeaderValue;
+
+use crate::store::StoreKey;
+
+/// The header name.
+pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+
+/// The default and usual maximum key length, in characters (Stripe's).
+pub const DEFAULT_MAX_KEY_LEN: usize = 255;
+
+/// Why an `Idempotency-Key` header was refused (400 `idempotency-key-invalid`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// More than one `Idempotency-Key` field line.
+    Repeated,
+    /// An empty key.
+    Empty,
+    /// Longer than the layer's maximum.
+    TooLong {
+        /// The maximum, in characters.
+        max: usize,
+    },
+    /// Neither an RFC 9651 String nor a run of visible ASCII without `"`: control
+    /// characters, spaces outside quotes, a broken quoted string, non-ASCII bytes.
+    Malformed,
+}
+
+impl KeyError {
+    /// A sentence for the problem's `detail`.
+    pub fn detail(&self) -> String {
+        match self {
+            KeyError::Repeated => "Send exactly one Idempotency-Key header.".to_owned(),
+            KeyError::Empty => "The Idempotency-Key header is empty.".to_owned(),
+            KeyError::TooLong { max } => {
+                format!("The Idempotency-Key is longer than {max} characters.")
+            }
+            KeyError::Malformed => "The Idempotency-Key must be a quoted string (RFC 9651) or \
+                                    visible ASCII characters without quotes."
+                .to_owned(),
+        }
+    }
+}
+
+/// Reads the key from `headers`: `Ok(None)` when there is none.
+///
+/// The header is an RFC 9651 Item whose value must be a String (`"…"`, parameters ignored).
+/// Many clients (Stripe's among them) send the key unquoted, so a value that is not a String
+/// but is a run of visible ASCII without `"` is taken as it stands. The quoted and unquoted
+/// forms of the same characters are the same key.
+pub(crate) fn parse(headers: &HeaderMap, max_len: usize) -> Result<Option<String>, KeyError> {
+    let mut lines = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = lines.next() else {
+        return Ok(None);
+    };
+    if lines.next().is_some() {
+        return Err(KeyError::Repeated);
+    }
+    let key = parse_value(value.as_bytes())?;
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.chars().count() > max_len {
+        return Err(KeyError::TooLong { max: max_len });
+    }
+    Ok(Some(key))
+}
+
+fn parse_value(bytes: &[u8]) -> Result<String, KeyError> {
+    if let Ok(item) = sfv::Parser::new(bytes).parse_item::<sfv::Item>()
+        && let sfv::BareItem::String(string) = item.bare_item
+    {
+        return Ok(string.as_str().to_owned());
+    }
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if trimmed.iter().all(|&b| b.is_ascii_graphic() && b != b'"') {
+        // Visible ASCII only, so this is valid UTF-8.
+        return Ok(String::from_utf8_lossy(trimmed).into_owned());
+    }
+    Err(KeyError::Malformed)
+}
+
+/// The idempotency key of the request being executed, put into the request extensions for
+/// the handler (for example for a unique constraint that survives a crash between the
+/// database commit and the store's completion).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopedKey {
+    key: String,
+    scoped: StoreKey,
+}
+
+impl ScopedKey {
+    pub(crate) fn new(key: String, scoped: StoreKey) -> Self {
+        ScopedKey { key, scoped }
+    }
+
+    /// The key as the client sent it (unquoted).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// SHA-256 of the scope and the key: the same for every retry by the same caller, distinct
+    /// across callers. Safe to store.
+    pub fn scoped(&self) -> StoreKey {
+        self.scoped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append(
+                IDEMPOTENCY_KEY,
+                HeaderValue::from_bytes(value).expect("valid"),
+            );
+        }
+        map
+    }
+
+    fn parsed(values: &[&[u8]]) -> Result<Option<String>, KeyError> {
+        parse(&headers(values), DEFAULT_MAX_KEY_LEN)
+    }
+
+    #[test]
+    fn quoted_and_unquoted_forms_are_one_key() {
+        assert_eq!(parsed(&[b"\"abc-123\""]), Ok(Some("abc-123".into())));
+        assert_eq!(parsed(&[b"abc-123"]), Ok(Some("abc-123".into())));
+        assert_eq!(parsed(&[b"\"abc-123\";v=1"]), Ok(Some("abc-123".into())));
+        assert_eq!(
+            parsed(&[b"8e03978e-40d5-43e8-bc93-6894a57f9324"]),
+            Ok(Some("8e03978e-40d5-43e8-bc93-6894a57f9324".into()))
+        );
+        // Firefox's form: a quoted decimal.
+        assert_eq!(
+            parsed(&[b"\"12345678901234567890\""]),
+            Ok(Some("12345678901234567890".into()))
+        );
+        assert_eq!(parsed(&[b"\"with space\""]), Ok(Some("with space".into())));
+        assert_eq!(parsed(&[b"\"esc\\\"aped\""]), Ok(Some("esc\"aped".into())));
+    }
+
+    #[test]
+    fn bad_keys_are_refused() {
+        assert_eq!(parsed(&[]), Ok(None));
+        assert_eq!(parsed(&[b"a", b"b"]), Err(KeyError::Repeated));
+        assert_eq!(parsed(&[b"\"\""]), Err(KeyError::Empty));
+        assert_eq!(parsed(&[b""]), Err(KeyError::Empty));
+        assert_eq!(parsed(&[b"two words"]), Err(KeyError::Malformed));
+        assert_eq!(parsed(&[b"\"unterminated"]), Err(KeyError::Malformed));
+        assert_eq!(parsed(&[b"tab\there"]), Err(KeyError::Malformed));
+        assert_eq!(parsed(&[b"caf\xc3\xa9"]), Err(KeyError::Malformed));
+        let long = "k".repeat(256);
+        assert_eq!(
+            parsed(&[long.as_bytes()]),
+            Err(KeyError::TooLong { max: 255 })
+        );
+        let longest = "k".repeat(255);
+        assert_eq!(parsed(&[longest.as_bytes()]), Ok(Some(longest)));
+    }
+}

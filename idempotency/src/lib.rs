@@ -1,0 +1,140 @@
+//! `Idempotency-Key` as a [`tower`](https://docs.rs/tower) layer: two identical requests
+//! with one key run the handler once, however they race.
+//!
+//! ```
+//! use std::convert::Infallible;
+//!
+//! use bytes::Bytes;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::{BodyExt, Full};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_idempotency::{IdempotencyLayer, MemoryStore, Scope};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // Keys are kept per caller: here the tenant an auth layer put into the extensions.
+//! #[derive(Clone)]
+//! struct Tenant(String);
+//! let scope = Scope::from_fn(|parts| parts.extensions.get::<Tenant>().map(|t| t.0.clone()));
+//!
+//! let service = ServiceBuilder::new()
+//!     .layer(IdempotencyLayer::new(MemoryStore::new(), scope).require_key())
+//!     .service(service_fn(|_request: Request<Full<Bytes>>| async {
+//!         let mut response = Response::new(Full::<Bytes>::from("order created"));
+//!         *response.status_mut() = StatusCode::CREATED;
+//!         Ok::<_, Infallible>(response)
+//!     }));
+//!
+//! let request = || {
+//!     let mut request = Request::post("/orders")
+//!         .header("idempotency-key", "\"8e03978e-40d5-43e8-bc93-6894a57f9324\"")
+//!         .body(Full::<Bytes>::from(r#"{"sku":"A1"}"#))
+//!         .unwrap();
+//!     request.extensions_mut().insert(Tenant("acme".into()));
+//!     request
+//! };
+//! let first = service.clone().oneshot(request()).await.unwrap();
+//! assert_eq!(first.status(), StatusCode::CREATED);
+//!
+//! // The retry is answered from the store: same status and body, marked as a replay.
+//! let retry = service.clone().oneshot(request()).await.unwrap();
+//! assert_eq!(retry.status(), StatusCode::CREATED);
+//! assert_eq!(retry.headers()["idempotent-replayed"], "true");
+//! let body = retry.into_body().collect().await.unwrap().to_bytes();
+//! assert_eq!(body, "order created");
+//! # }
+//! ```
+//!
+//! # What it does
+//!
+//! For POST and PATCH requests (configurable) carrying an `Idempotency-Key`:
+//!
+//! 1. The key is parsed as an RFC 9651 String, or taken as it stands when it is unquoted
+//!    visible ASCII (what most clients send); at most 255 characters; one header line.
+//! 2. The body is read (at most 1 MiB) and the request fingerprinted: SHA-256 over method,
+//!    path and query, content type and body.
+//! 3. The key, scoped to the caller ([`Scope`]), is **claimed** in the store in one atomic
+//!    step. Exactly one of any number of concurrent requests wins and runs the handler.
+//! 4. Others get the stored result replayed (original status, allow-listed headers, body,
+//!    `Idempotent-Replayed: true`), 409 while the original is running, or 422 when the same
+//!    key comes with a different request.
+//! 5. The result is kept for 24 hours ([`OutcomePolicy`] decides which statuses); 5xx, an inner
+//!    error, a panic or a dropped future release the claim so a retry runs again. A crashed
+//!    holder blocks its key for at most its lease (60 s), never for the record lifetime.
+//!
+//! Every claim carries a [`FencingToken`]: completing and releasing are compare-and-set on it,
+//! so a request whose lease ran out can never overwrite the result of the retry that took
+//! over.
+//!
+//! # Every status the layer answers itself
+//!
+//! | status | problem `type` slug | when |
+//! |---|---|---|
+//! | 400 | `idempotency-key-missing` | the layer requires a key ([`IdempotencyLayer::require_key`]) and there is none |
+//! | 400 | `idempotency-key-invalid` | several header lines, empty, too long, or malformed |
+//! | 400 | (`about:blank`) | the request body could not be read |
+//! | 401 | `unauthorized` | the [`Scope`] extractor found no caller |
+//! | 409 | `idempotency-key-in-use` | the original is still running (with `Retry-After`) |
+//! | 409 | `idempotency-result-unavailable` | the original completed but its response was streaming or too large to keep |
+//! | 413 | `payload-too-large` | the request body exceeds the limit |
+//! | 422 | `idempotency-key-reused` | the key was used for a different request |
+//! | 500 | `internal` | the handler's response body failed while it was being kept |
+//! | 503 | `idempotency-store-unavailable` | the store failed (with `Retry-After`); the handler did not run |
+//!
+//! Every other response is the handler's, or its replay. Each carries an
+//! [`IdempotencyOutcome`] in its extensions, and each rejection an [`IdempotencyRejection`].
+//!
+//! # Stores
+//!
+//! [`MemoryStore`] keeps claims in this process; [`RedisStore`] (feature `redis`) shares them
+//! between instances. Your own store implements [`IdempotencyStore`]; the `conformance`
+//! feature's [`conformance`] suite checks that it keeps the contract.
+
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod error;
+mod guard;
+mod key;
+mod layer;
+mod log;
+mod policy;
+mod rejection;
+mod replay;
+mod scope;
+mod service;
+mod store;
+
+pub use error::StoreError;
+pub use key::{DEFAULT_MAX_KEY_LEN, IDEMPOTENCY_KEY, KeyError, ScopedKey};
+pub use layer::{
+    DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_TTL,
+    IdempotencyLayer,
+};
+pub use policy::OutcomePolicy;
+pub use rejection::IdempotencyRejection;
+pub use replay::{DEFAULT_REPLAYED_HEADERS, IDEMPOTENT_REPLAYED};
+pub use scope::Scope;
+pub use service::{Idempotency, ResponseFuture};
+pub use store::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use store::redis::{DEFAULT_TIMEOUT, RedisStore};
+pub use store::{
+    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreFuture, StoreKey,
+    StoredResponse,
+};
+
+/// How the layer handled a request, put into the response extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdempotencyOutcome {
+    /// The handler ran (the first request for its key, or a retry after a release).
+    Executed,
+    /// Answered from the store.
+    Replayed,
+    /// Refused by the layer; the [`IdempotencyRejection`] says why.
+    Rejected,
+    /// Not covered: another method, or no key on a layer that does not require one.
+    NotApplicable,
+}

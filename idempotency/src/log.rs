@@ -1,0 +1,28 @@
+//! What the layer reports through `tracing` (feature `tracing`); nothing without it.
+
+use crate::error::StoreError;
+use crate::store::Fenced;
+
+/// A store operation failed.
+pub(crate) fn store_error(operation: &str, error: &StoreError) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(operation, %error, "idempotency store failed");
+    #[cfg(not(feature = "tracing"))]
+    let _ = (operation, error);
+}
+
+/// The result of a fenced operation: a stale token means this request's lease ran out and
+/// its result was not kept.
+pub(crate) fn fenced(operation: &str, result: Result<Fenced, StoreError>) {
+    match result {
+        Ok(Fenced::Applied) => {}
+        Ok(Fenced::Stale) => {
+            #[cfg(feature = "tracing")]
+            tracing::warn!(
+                operation,
+                "idempotency claim lost its lease before it finished"
+            );
+        }
+        Err(error) => store_error(operation, &error),
+    }
+}

@@ -1,0 +1,107 @@
+//! The responses the layer answers itself, and the typed reasons it records.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::RETRY_AFTER;
+use http::{HeaderValue, Response, StatusCode};
+use tower_problem_details::{Problem, ProblemCatalog, ProblemKind};
+
+use crate::key::KeyError;
+
+/// Why the layer answered a request itself, put into the response extensions (with
+/// [`IdempotencyOutcome::Rejected`](crate::IdempotencyOutcome::Rejected)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IdempotencyRejection {
+    /// 400 `idempotency-key-missing`: the layer requires a key and the request has none.
+    KeyMissing,
+    /// 400 `idempotency-key-invalid`.
+    KeyInvalid(KeyError),
+    /// 401 `unauthorized`: the scope extractor found no caller to scope the key to.
+    ScopeMissing,
+    /// 409 `idempotency-key-in-use`: the original request is still running.
+    InFlight,
+    /// 422 `idempotency-key-reused`: the key was used for a different request.
+    Reused,
+    /// 409 `idempotency-result-unavailable`: the original completed, but its response was
+    /// streaming or too large to keep.
+    ResultUnavailable,
+    /// 413 `payload-too-large`.
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// 400: the request body could not be read.
+    BodyUnreadable,
+    /// 503 `idempotency-store-unavailable`: the store failed; the request was not run.
+    StoreUnavailable,
+    /// 500 `internal`: the handler's response body failed while it was being kept.
+    ResponseBodyFailed,
+}
+
+/// Whole seconds, rounded up, at least 1.
+fn seconds(wait: Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
+}
+
+pub(crate) fn respond<B: From<Bytes>>(
+    catalog: &ProblemCatalog,
+    rejection: IdempotencyRejection,
+    retry_after: Option<Duration>,
+) -> Response<B> {
+    let problem = match &rejection {
+        IdempotencyRejection::KeyMissing => catalog
+            .problem(ProblemKind::IdempotencyKeyMissing)
+            .with_detail("This operation requires an Idempotency-Key header."),
+        IdempotencyRejection::KeyInvalid(error) => catalog
+            .problem(ProblemKind::IdempotencyKeyInvalid)
+            .with_detail(error.detail()),
+        IdempotencyRejection::ScopeMissing => catalog
+            .problem(ProblemKind::Unauthorized)
+            .with_detail("Idempotency keys are kept per caller, and this request has none."),
+        IdempotencyRejection::InFlight => catalog
+            .problem(ProblemKind::IdempotencyKeyInUse)
+            .with_detail("A request with this Idempotency-Key is still being processed; retry later to get its result."),
+        IdempotencyRejection::Reused => catalog
+            .problem(ProblemKind::IdempotencyKeyReused)
+            .with_detail("This Idempotency-Key was used for a different request (method, path, content type or body); use a new key."),
+        IdempotencyRejection::ResultUnavailable => catalog
+            .problem(ProblemKind::IdempotencyResultUnavailable)
+            .with_detail("The request with this Idempotency-Key completed, but its response cannot be replayed; it was not run again."),
+        IdempotencyRejection::PayloadTooLarge { limit } => catalog
+            .problem(ProblemKind::PayloadTooLarge)
+            .with_detail(format!("Request bodies of idempotent requests are limited to {limit} bytes.")),
+        IdempotencyRejection::BodyUnreadable => Problem::new(StatusCode::BAD_REQUEST)
+            .with_detail("The request body could not be read."),
+        IdempotencyRejection::StoreUnavailable => catalog
+            .problem(ProblemKind::IdempotencyStoreUnavailable)
+            .with_detail("The idempotency store cannot be reached; the request was not processed."),
+        IdempotencyRejection::ResponseBodyFailed => catalog.problem(ProblemKind::Internal),
+    };
+    let mut response = problem.into_response::<B>();
+    if let Some(wait) = retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds(wait)));
+    }
+    response.extensions_mut().insert(rejection);
+    response
+        .extensions_mut()
+        .insert(crate::IdempotencyOutcome::Rejected);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(seconds(Duration::ZERO), 1);
+        assert_eq!(seconds(Duration::from_millis(1)), 1);
+        assert_eq!(seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(seconds(Duration::from_secs(60)), 60);
+    }
+}

@@ -1,0 +1,71 @@
+//! Keeping a response for replay, and replaying it.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Response};
+
+use crate::store::StoredResponse;
+
+/// Added to every replayed response (Stripe's name).
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The headers a replay carries by default: what describes the result, never what
+/// authenticates a caller or sets state (`Set-Cookie`, `WWW-Authenticate`, …), and nothing
+/// recomputed per response (`Date`, `Content-Length`).
+pub const DEFAULT_REPLAYED_HEADERS: &[HeaderName] = &[
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::CONTENT_LANGUAGE,
+    header::CONTENT_LOCATION,
+    header::LOCATION,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::LINK,
+    header::CACHE_CONTROL,
+    header::VARY,
+];
+
+/// Headers never replayed, even when added to the allow-list by mistake.
+const NEVER_REPLAYED: &[HeaderName] = &[
+    header::SET_COOKIE,
+    header::AUTHORIZATION,
+    header::PROXY_AUTHORIZATION,
+    header::WWW_AUTHENTICATE,
+    header::PROXY_AUTHENTICATE,
+    header::CONNECTION,
+    header::TRANSFER_ENCODING,
+    header::CONTENT_LENGTH,
+    header::DATE,
+];
+
+/// Whether the allow-list may hold `name`.
+pub(crate) fn replayable(name: &HeaderName) -> bool {
+    !NEVER_REPLAYED.contains(name)
+}
+
+/// The allow-listed header lines of `headers`, raw and in order.
+pub(crate) fn keep_headers(
+    headers: &HeaderMap,
+    allowed: &[HeaderName],
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut kept = Vec::new();
+    for name in allowed {
+        for value in headers.get_all(name) {
+            kept.push((name.clone(), value.clone()));
+        }
+    }
+    kept
+}
+
+/// The replayed response: the original status, kept header lines and body, and
+/// `Idempotent-Replayed: true`.
+pub(crate) fn replay<B: From<Bytes>>(stored: StoredResponse) -> Response<B> {
+    let mut response = Response::new(B::from(stored.body));
+    *response.status_mut() = stored.status;
+    let headers = response.headers_mut();
+    for (name, value) in stored.headers {
+        headers.append(name, value);
+    }
+    headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
+}

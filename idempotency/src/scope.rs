@@ -1,0 +1,115 @@
+//! Whose key it is: the scope that keeps one caller's keys apart from another's.
+
+use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderName;
+use http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Fingerprint, StoreKey};
+
+type ScopeFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
+
+/// Takes the scope (the tenant, account or API key) from a request.
+///
+/// The stored key is SHA-256 of the scope and the idempotency key, so two callers using the
+/// same key never see each other's responses. A request for which the extractor finds no
+/// scope is refused with 401 `unauthorized`: running it without idempotency would be unsafe.
+/// A service with a single caller says so explicitly with [`Scope::unscoped`].
+#[derive(Clone)]
+pub struct Scope(Option<Arc<ScopeFn>>);
+
+impl Scope {
+    /// The scope a closure finds, typically an identity an authentication layer put into the
+    /// request extensions.
+    pub fn from_fn<F>(extract: F) -> Self
+    where
+        F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    {
+        Scope(Some(Arc::new(extract)))
+    }
+
+    /// The value of a header (for example `Authorization`), as the scope. Only its hash is
+    /// stored.
+    pub fn header(name: HeaderName) -> Self {
+        Scope::from_fn(move |parts| {
+            parts
+                .headers
+                .get(&name)
+                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        })
+    }
+
+    /// No scope: every caller shares one key space. Only for services with one caller, or
+    /// whose keys are unguessable and never shared.
+    pub fn unscoped() -> Self {
+        Scope(None)
+    }
+
+    /// The scope of a request: `None` when the extractor finds none.
+    pub(crate) fn extract(&self, parts: &Parts) -> Option<String> {
+        match &self.0 {
+            None => Some(String::new()),
+            Some(extract) => extract(parts),
+        }
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Scope(fn)"
+        } else {
+            "Scope::unscoped"
+        })
+    }
+}
+
+/// Feeds length-prefixed fields, so that no two field lists hash alike.
+struct Framed(Sha256);
+
+impl Framed {
+    fn new(domain: &str) -> Self {
+        let mut framed = Framed(Sha256::new());
+        framed.field(domain.as_bytes());
+        framed
+    }
+
+    fn field(&mut self, bytes: &[u8]) -> &mut Self {
+        self.0
+            .update(u64::try_from(bytes.len()).unwrap_or(u64::MAX).to_be_bytes());
+        self.0.update(bytes);
+        self
+    }
+
+    fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
+/// SHA-256 over the scope and the key.
+pub(crate) fn store_key(scope: &str, key: &str) -> StoreKey {
+    let mut framed = Framed::new("tower-idempotency/key/v1");
+    framed.field(scope.as_bytes()).field(key.as_bytes());
+    StoreKey(framed.finish())
+}
+
+/// SHA-256 over method, path and query, content type and body.
+pub(crate) fn fingerprint(parts: &Parts, body: &[u8]) -> Fingerprint {
+    let mut framed = Framed::new("tower-idempotency/request/v1");
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .map_or(&b""[..], http::HeaderValue::as_bytes);
+    framed
+        .field(parts.method.as_str().as_bytes())
+        .field(target.as_bytes())
+        .field(content_type)
+        .field(body);
+    Fingerprint(framed.finish())
+}

@@ -1,0 +1,205 @@
+//! Where claims and results live: the [`IdempotencyStore`] trait, its vocabulary, and two
+//! implementations.
+
+pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use crate::error::StoreError;
+
+/// What a store operation returns: a boxed, `'static` future, so that the layer can run a
+/// release from a drop guard after the request is gone.
+pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
+
+/// The stored identity of one idempotency key: SHA-256 of the scope and the key, so raw keys
+/// (which may be guessable or sensitive) are never stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StoreKey(pub(crate) [u8; 32]);
+
+impl StoreKey {
+    /// A key from its 32 bytes (for stores of your own, and tests).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        StoreKey(bytes)
+    }
+
+    /// The 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lower-case hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+impl fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreKey({})", &self.to_hex()[..16])
+    }
+}
+
+/// SHA-256 over what makes two requests "the same request": method, path and query, content
+/// type and body. A key reused with another fingerprint is refused (422).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint(pub(crate) [u8; 32]);
+
+impl Fingerprint {
+    /// A fingerprint from its 32 bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Fingerprint(bytes)
+    }
+
+    /// The 32 bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Fingerprint({})", &hex(&self.0)[..16])
+    }
+}
+
+/// Proof of holding a claim: a random 128-bit value issued by [`IdempotencyStore::claim`].
+/// `complete`, `release` and `renew` act only when the stored token is still this one, so a
+/// holder whose lease ran out and was taken over can never overwrite the new holder's work.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FencingToken(pub(crate) u128);
+
+impl FencingToken {
+    /// A fresh random token.
+    ///
+    /// # Panics
+    ///
+    /// When the operating system's random source fails, which leaves no safe way to go on.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        // The OS random source failing is not recoverable; tokens must be unpredictable and
+        // unique across instances.
+        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+        FencingToken(u128::from_be_bytes(bytes))
+    }
+
+    /// A token from its value (for stores of your own).
+    pub const fn from_u128(value: u128) -> Self {
+        FencingToken(value)
+    }
+
+    /// The value.
+    pub const fn as_u128(&self) -> u128 {
+        self.0
+    }
+}
+
+impl fmt::Debug for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FencingToken({:08x}…)", self.0 >> 96)
+    }
+}
+
+/// A response kept for replay: status, the allow-listed header lines (raw, in order, never
+/// split on commas) and the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The original status.
+    pub status: StatusCode,
+    /// The allow-listed header lines.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+/// The result of a completed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response to replay.
+    Response(StoredResponse),
+    /// Completed, but the response was streaming or too large to keep: retries get 409
+    /// `idempotency-result-unavailable` and the handler never runs twice.
+    NotReplayable,
+}
+
+/// What [`IdempotencyStore::claim`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Nothing (or only an expired lease) was there: the caller now holds the key and must
+    /// `complete` or `release` it with this token.
+    Claimed(FencingToken),
+    /// Another request holds the key and its lease is still running.
+    InFlight {
+        /// The holder's request fingerprint.
+        fingerprint: Fingerprint,
+        /// How long its lease still runs.
+        lease_remaining: Duration,
+    },
+    /// The key's request completed.
+    Completed {
+        /// The original request's fingerprint.
+        fingerprint: Fingerprint,
+        /// Its result.
+        outcome: Outcome,
+    },
+}
+
+/// Whether a fenced operation (`complete`, `release`, `renew`) applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fenced {
+    /// The token still held the key; the operation applied.
+    Applied,
+    /// The token no longer holds the key (its lease ran out, and perhaps another request took
+    /// it over): nothing changed.
+    Stale,
+}
+
+/// Storage for claims and results.
+///
+/// Semantics every store must have (the `conformance` feature's suite checks them):
+///
+/// - [`claim`](Self::claim) is one atomic step: of many concurrent claims on a vacant key,
+///   exactly one gets [`Claim::Claimed`]. A lease that ran out counts as vacant.
+/// - [`complete`](Self::complete), [`release`](Self::release) and [`renew`](Self::renew) are
+///   compare-and-set on the token, and only while its lease runs: otherwise they return
+///   [`Fenced::Stale`] and change nothing.
+/// - A completed record lives for the `ttl` given to `complete`, a lease for the `lease` given
+///   to `claim` or `renew`; the two are separate, so a crashed holder blocks its key for at
+///   most one lease, never for the record lifetime.
+pub trait IdempotencyStore: Clone + Send + Sync + 'static {
+    /// Claims `key` for a request with `fingerprint`, for `lease`.
+    fn claim(&self, key: StoreKey, fingerprint: Fingerprint, lease: Duration)
+    -> StoreFuture<Claim>;
+
+    /// Records the result of the claim held by `token`, kept for `ttl`.
+    fn complete(
+        &self,
+        key: StoreKey,
+        token: FencingToken,
+        fingerprint: Fingerprint,
+        outcome: Outcome,
+        ttl: Duration,
+    ) -> StoreFuture<Fenced>;
+
+    /// Gives the key up so that a retry runs again.
+    fn release(&self, key: StoreKey, token: FencingToken) -> StoreFuture<Fenced>;
+
+    /// Extends the lease of the claim held by `token` to `lease` from now.
+    fn renew(&self, key: StoreKey, token: FencingToken, lease: Duration) -> StoreFuture<Fenced>;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
