@@ -1,1 +1,200 @@
-//! placeholder
+//! The Redis store against a real Redis: the conformance suite, exactly-once execution across
+//! two instances, round trips, and failure and recovery.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use guardrail_test_support::{RedisServer, redis};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_idempotency::{IdempotencyLayer, RedisStore, Scope, conformance};
+
+type Body = Full<Bytes>;
+
+fn post(key: &str) -> Request<Body> {
+    Request::post("/orders")
+        .header("idempotency-key", key)
+        .header("x-tenant", "acme")
+        .body(Body::from("{\"sku\":\"A1\"}"))
+        .unwrap()
+}
+
+/// One "instance": its own store, connection and layer, around a handler counting its runs.
+async fn instance(
+    url: &str,
+    prefix: &str,
+    runs: &Arc<AtomicUsize>,
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
++ Clone
++ use<> {
+    let store = RedisStore::connect(url, prefix).await.unwrap();
+    let runs = Arc::clone(runs);
+    ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(
+            store,
+            Scope::header(http::HeaderName::from_static("x-tenant")),
+        ))
+        .service(service_fn(move |_: Request<Body>| {
+            let runs = Arc::clone(&runs);
+            async move {
+                let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut response = Response::new(Body::from(format!("order {run}")));
+                *response.status_mut() = StatusCode::CREATED;
+                Ok::<_, Infallible>(response)
+            }
+        }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_keeps_the_contract() {
+    let redis = redis("idempotency_redis_store_keeps_the_contract");
+    let store = RedisStore::connect(redis.url(), redis.prefix().trim_end_matches(':'))
+        .await
+        .unwrap();
+    conformance::run(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_requests_on_two_instances_run_once() {
+    let redis = redis("idempotency_sixty_four_concurrent_requests_on_two_instances");
+    let prefix = redis.prefix().trim_end_matches(':');
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = instance(redis.url(), prefix, &runs).await;
+    let b = instance(redis.url(), prefix, &runs).await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..64 {
+        let service = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let barrier = Arc::clone(&barrier);
+        tasks.spawn(async move {
+            barrier.wait().await;
+            service.oneshot(post("storm-1")).await.unwrap()
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(response) = tasks.join_next().await {
+        let response = response.unwrap();
+        if response.status() == StatusCode::CONFLICT {
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+        statuses.push(response.status());
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "exactly one execution across both instances"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT)
+    );
+    let replay = b.oneshot(post("storm-1")).await.unwrap();
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+}
+
+async fn evalsha_calls(connection: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(connection)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|line| {
+            let stats = line.strip_prefix("cmdstat_evalsha:")?;
+            stats
+                .split(',')
+                .find_map(|s| s.strip_prefix("calls="))?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_first_execution_costs_two_round_trips_and_a_replay_one() {
+    // A private server, so that no other test's commands are counted.
+    let server = RedisServer::spawn().unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = instance(&server.url(), "rt", &runs).await;
+    let mut observer = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let before = evalsha_calls(&mut observer).await;
+    service.clone().oneshot(post("k")).await.unwrap();
+    let after_first = evalsha_calls(&mut observer).await;
+    assert_eq!(after_first - before, 2, "claim + complete");
+    service.oneshot(post("k")).await.unwrap();
+    assert_eq!(
+        evalsha_calls(&mut observer).await - after_first,
+        1,
+        "claim only"
+    );
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut observer)
+        .await
+        .unwrap();
+    // The client sent nothing but scripts (plus the initial SCRIPT LOAD, connection set-up,
+    // and the harness's PING and our INFO); GET, SET, PTTL ran inside the scripts.
+    for line in info.lines().filter_map(|l| l.strip_prefix("cmdstat_")) {
+        let name = line.split(':').next().unwrap();
+        assert!(
+            [
+                "evalsha",
+                "info",
+                "ping",
+                "script|load",
+                "get",
+                "set",
+                "pttl",
+                "hello",
+                "client|setinfo",
+            ]
+            .contains(&name),
+            "unexpected command {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redis_down_gets_503_without_running_and_recovers_without_a_restart() {
+    let server = RedisServer::spawn().unwrap();
+    let port = server.port();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = instance(&server.url(), "down", &runs).await;
+    service.clone().oneshot(post("before")).await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    drop(server);
+    let response = service.clone().oneshot(post("during")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "nothing runs while the store is down"
+    );
+
+    let _server = RedisServer::spawn_on(port).unwrap();
+    let mut recovered = false;
+    for _ in 0..50 {
+        let response = service.clone().oneshot(post("after")).await.unwrap();
+        if response.status() == StatusCode::CREATED {
+            recovered = true;
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the store did not recover after Redis came back");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}

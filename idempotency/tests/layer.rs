@@ -1,0 +1,734 @@
+//! The layer through its public API: exactly-once execution, replays, every rejection, the
+//! outcome policy, cancellation, panics, leases and the `poll_ready` contract.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_idempotency::{
+    Claim, Fenced, FencingToken, Fingerprint, IdempotencyLayer, IdempotencyOutcome,
+    IdempotencyRejection, IdempotencyStore, MemoryStore, Outcome, Scope, ScopedKey, StoreError,
+    StoreFuture, StoreKey,
+};
+
+type Body = Full<Bytes>;
+
+fn tenant_scope() -> Scope {
+    Scope::header(http::HeaderName::from_static("x-tenant"))
+}
+
+fn post(key: Option<&str>, body: &'static str) -> Request<Body> {
+    let mut builder = Request::post("/orders?x=1")
+        .header("x-tenant", "acme")
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(key) = key {
+        builder = builder.header("idempotency-key", key);
+    }
+    builder.body(Body::from(body)).unwrap()
+}
+
+/// A handler counting its runs, answering 201 with Location, a cookie and the body it got.
+fn counting(
+    runs: Arc<AtomicUsize>,
+    status: StatusCode,
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
++ Clone
++ Send {
+    service_fn(move |request: Request<Body>| {
+        let runs = Arc::clone(&runs);
+        async move {
+            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            let scoped = request.extensions().get::<ScopedKey>().cloned();
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let mut response = Response::new(Body::from(format!(
+                "run {run}: {} key={}",
+                String::from_utf8_lossy(&body),
+                scoped.map(|k| k.key().to_owned()).unwrap_or_default()
+            )));
+            *response.status_mut() = status;
+            response
+                .headers_mut()
+                .insert(LOCATION, "/orders/1".parse().unwrap());
+            response
+                .headers_mut()
+                .insert(SET_COOKIE, "session=secret".parse().unwrap());
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, "text/plain".parse().unwrap());
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+async fn text<B>(response: Response<B>) -> String
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+async fn problem_type(response: Response<Body>) -> String {
+    assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
+    let body: serde_json::Value = serde_json::from_str(&text(response).await).unwrap();
+    body["type"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_retry_replays_the_original_status_headers_and_body() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+
+    let first = service
+        .clone()
+        .oneshot(post(Some("\"k1\""), "{}"))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(
+        first.extensions().get(),
+        Some(&IdempotencyOutcome::Executed)
+    );
+    assert!(
+        first.headers().contains_key(SET_COOKIE),
+        "the original keeps its cookie"
+    );
+    assert!(!first.headers().contains_key("idempotent-replayed"));
+    assert_eq!(text(first).await, "run 1: {} key=k1");
+
+    // Unquoted, the same key.
+    let retry = service
+        .clone()
+        .oneshot(post(Some("k1"), "{}"))
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(
+        retry.extensions().get(),
+        Some(&IdempotencyOutcome::Replayed)
+    );
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()[LOCATION], "/orders/1");
+    assert_eq!(retry.headers()[CONTENT_TYPE], "text/plain");
+    assert!(
+        !retry.headers().contains_key(SET_COOKIE),
+        "a replay never carries Set-Cookie"
+    );
+    assert_eq!(text(retry).await, "run 1: {} key=k1");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_concurrent_identical_requests_run_the_handler_once() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Body>| {
+            let runs = Arc::clone(&runs);
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                // Long enough that the other requests arrive while it runs.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut response = Response::new(Body::from("created"));
+                *response.status_mut() = StatusCode::CREATED;
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(handler);
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (service, barrier) = (service.clone(), Arc::clone(&barrier));
+        tasks.spawn(async move {
+            barrier.wait().await;
+            service
+                .oneshot(post(Some("storm"), "{\"n\":1}"))
+                .await
+                .unwrap()
+        });
+    }
+    let (mut created, mut conflicts) = (0, 0);
+    while let Some(response) = tasks.join_next().await {
+        let response = response.unwrap();
+        match response.status() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::CONFLICT => {
+                assert_eq!(response.headers()[RETRY_AFTER], "1");
+                assert!(
+                    problem_type(response)
+                        .await
+                        .ends_with("idempotency-key-in-use")
+                );
+                conflicts += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the handler must run exactly once"
+    );
+    assert_eq!(created + conflicts, 64);
+    assert!(created >= 1);
+    // Afterwards every retry is a replay.
+    let retry = service
+        .oneshot(post(Some("storm"), "{\"n\":1}"))
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_key_reused_for_another_request_gets_422() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+    service
+        .clone()
+        .oneshot(post(Some("k"), "{\"a\":1}"))
+        .await
+        .unwrap();
+    let other_body = service
+        .clone()
+        .oneshot(post(Some("k"), "{\"a\":2}"))
+        .await
+        .unwrap();
+    assert_eq!(other_body.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        other_body.extensions().get(),
+        Some(&IdempotencyRejection::Reused)
+    );
+    assert!(
+        problem_type(other_body)
+            .await
+            .ends_with("/idempotency-key-reused")
+    );
+    // Another endpoint with the same key is another request too.
+    let mut elsewhere = post(Some("k"), "{\"a\":1}");
+    *elsewhere.uri_mut() = "/payments".parse().unwrap();
+    let elsewhere = service.clone().oneshot(elsewhere).await.unwrap();
+    assert_eq!(elsewhere.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn keys_are_kept_apart_per_scope_and_a_missing_scope_is_401() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+    service
+        .clone()
+        .oneshot(post(Some("shared"), "{}"))
+        .await
+        .unwrap();
+    let mut other_tenant = post(Some("shared"), "{}");
+    other_tenant
+        .headers_mut()
+        .insert("x-tenant", "globex".parse().unwrap());
+    let response = service.clone().oneshot(other_tenant).await.unwrap();
+    assert_eq!(
+        response.extensions().get(),
+        Some(&IdempotencyOutcome::Executed)
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "another tenant's key is another key"
+    );
+
+    let mut anonymous = post(Some("shared"), "{}");
+    anonymous.headers_mut().remove("x-tenant");
+    let response = service.oneshot(anonymous).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(problem_type(response).await.ends_with("/unauthorized"));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_handler_sees_the_scoped_key() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = {
+        let seen = Arc::clone(&seen);
+        service_fn(move |request: Request<Body>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                let key = request.extensions().get::<ScopedKey>().cloned().unwrap();
+                seen.lock().unwrap().push(key);
+                Ok::<_, Infallible>(Response::new(Body::default()))
+            }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(handler);
+    service
+        .clone()
+        .oneshot(post(Some("k"), "{}"))
+        .await
+        .unwrap();
+    let mut other = post(Some("k"), "{}");
+    other
+        .headers_mut()
+        .insert("x-tenant", "globex".parse().unwrap());
+    service.oneshot(other).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen[0].key(), "k");
+    assert_ne!(
+        seen[0].scoped(),
+        seen[1].scoped(),
+        "scoped keys differ per tenant"
+    );
+}
+
+#[tokio::test]
+async fn bad_keys_are_400_problems_and_run_nothing() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).require_key())
+        .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+    let missing = service.clone().oneshot(post(None, "{}")).await.unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        problem_type(missing)
+            .await
+            .ends_with("/idempotency-key-missing")
+    );
+
+    let long = "k".repeat(256);
+    let mut twice = post(Some("a"), "{}");
+    twice
+        .headers_mut()
+        .append("idempotency-key", "b".parse().unwrap());
+    let cases = [
+        post(Some(long.as_str()), "{}"),
+        post(Some("\"\""), "{}"),
+        post(Some("two words"), "{}"),
+        post(Some("\"unterminated"), "{}"),
+        twice,
+    ];
+    for request in cases {
+        let response = service.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert!(matches!(
+            response.extensions().get(),
+            Some(IdempotencyRejection::KeyInvalid(_))
+        ));
+        assert!(
+            problem_type(response)
+                .await
+                .ends_with("/idempotency-key-invalid")
+        );
+    }
+    let mut control = post(None, "{}");
+    control.headers_mut().insert(
+        "idempotency-key",
+        http::HeaderValue::from_bytes(b"tab\there").unwrap(),
+    );
+    let response = service.oneshot(control).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn other_methods_and_keyless_requests_pass_through() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(counting(Arc::clone(&runs), StatusCode::OK));
+    for _ in 0..2 {
+        let mut get = post(Some("k"), "");
+        *get.method_mut() = http::Method::GET;
+        let response = service.clone().oneshot(get).await.unwrap();
+        assert_eq!(
+            response.extensions().get(),
+            Some(&IdempotencyOutcome::NotApplicable)
+        );
+        let keyless = service.clone().oneshot(post(None, "{}")).await.unwrap();
+        assert_eq!(
+            keyless.extensions().get(),
+            Some(&IdempotencyOutcome::NotApplicable)
+        );
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn server_errors_release_the_key_unless_stripe_v1() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(counting(Arc::clone(&runs), StatusCode::SERVICE_UNAVAILABLE));
+    for _ in 0..2 {
+        let response = service
+            .clone()
+            .oneshot(post(Some("k"), "{}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "a 5xx releases the key: the retry runs"
+    );
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let stripe = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).stripe_v1())
+        .service(counting(
+            Arc::clone(&runs),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ));
+    stripe.clone().oneshot(post(Some("k"), "{}")).await.unwrap();
+    let replay = stripe.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(replay.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // A 429 from the handler is transient: released by default.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(counting(Arc::clone(&runs), StatusCode::TOO_MANY_REQUESTS));
+    service
+        .clone()
+        .oneshot(post(Some("k"), "{}"))
+        .await
+        .unwrap();
+    service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_inner_error_releases_the_key_and_propagates() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Body>| {
+            let run = runs.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if run == 0 {
+                    Err::<Response<Body>, BoxError>("boom".into())
+                } else {
+                    Ok(Response::new(Body::from("ok")))
+                }
+            }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(handler);
+    assert!(
+        service
+            .clone()
+            .oneshot(post(Some("k"), "{}"))
+            .await
+            .is_err()
+    );
+    let retry = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(
+        retry.extensions().get(),
+        Some(&IdempotencyOutcome::Executed)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_releases_the_key() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Body>| {
+            let run = runs.fetch_add(1, Ordering::SeqCst);
+            async move {
+                assert!(run > 0, "the first run panics");
+                Ok::<_, Infallible>(Response::new(Body::from("ok")))
+            }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(handler);
+    let first = tokio::spawn(service.clone().oneshot(post(Some("k"), "{}"))).await;
+    assert!(first.unwrap_err().is_panic());
+    // The release runs in a spawned task; let it.
+    tokio::task::yield_now().await;
+    let retry = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(
+        retry.extensions().get(),
+        Some(&IdempotencyOutcome::Executed)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_request_releases_the_key() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Body>| {
+            let runs = Arc::clone(&runs);
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok::<_, Infallible>(Response::new(Body::from("slow")))
+            }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(handler);
+    // The client gives up after one second: the future is dropped mid-handler.
+    let gave_up = tokio::time::timeout(
+        Duration::from_secs(1),
+        service.clone().oneshot(post(Some("k"), "{}")),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    tokio::task::yield_now().await;
+    let retry = tokio::spawn(service.oneshot(post(Some("k"), "{}")));
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let retry = retry.await.unwrap().unwrap();
+    assert_eq!(
+        retry.extensions().get(),
+        Some(&IdempotencyOutcome::Executed)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_lease_lets_a_retry_run_and_fences_off_the_original() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Body>| {
+            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if run == 1 {
+                    // A stuck original: outlives its lease.
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                Ok::<_, Infallible>(Response::new(Body::from(format!("run {run}"))))
+            }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).lease(Duration::from_secs(5)),
+        )
+        .service(handler);
+    let original = tokio::spawn(service.clone().oneshot(post(Some("k"), "{}")));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let early = service
+        .clone()
+        .oneshot(post(Some("k"), "{}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        early.status(),
+        StatusCode::CONFLICT,
+        "within the lease: in flight"
+    );
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let retry = service
+        .clone()
+        .oneshot(post(Some("k"), "{}"))
+        .await
+        .unwrap();
+    assert_eq!(text(retry).await, "run 2", "past the lease, a retry runs");
+
+    // The original finishes late: its result must not replace the retry's.
+    assert_eq!(text(original.await.unwrap().unwrap()).await, "run 1");
+    let replay = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(text(replay).await, "run 2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_an_in_flight_original_replays_it() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Body>| {
+            let runs = Arc::clone(&runs);
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok::<_, Infallible>(Response::new(Body::from("done")))
+            }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(MemoryStore::new(), tenant_scope())
+                .wait_for_in_flight(Duration::from_secs(2)),
+        )
+        .service(handler);
+    let original = tokio::spawn(service.clone().oneshot(post(Some("k"), "{}")));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let waiting = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(waiting.headers()["idempotent-replayed"], "true");
+    assert_eq!(text(waiting).await, "done");
+    original.await.unwrap().unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn oversize_request_bodies_get_413_before_anything_runs() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).max_request_body(8))
+        .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+    let response = service
+        .clone()
+        .oneshot(post(Some("k"), "0123456789"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(problem_type(response).await.ends_with("/payload-too-large"));
+    // Declared too large: refused unread.
+    let mut declared = post(Some("k"), "{}");
+    declared
+        .headers_mut()
+        .insert("content-length", "1000000".parse().unwrap());
+    let response = service.clone().oneshot(declared).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Nothing was claimed: the same key still works with a small body.
+    let ok = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(ok.status(), StatusCode::CREATED);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn oversize_and_streaming_responses_complete_without_a_replay() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).max_response_body(4))
+        .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+    let first = service
+        .clone()
+        .oneshot(post(Some("k"), "{}"))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert!(
+        text(first).await.starts_with("run 1"),
+        "the original gets its whole body"
+    );
+    let retry = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+    assert!(
+        problem_type(retry)
+            .await
+            .ends_with("/idempotency-result-unavailable")
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "never run twice");
+
+    // A stream of unknown length is passed on untouched and not kept.
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<axum::body::Body>| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            let chunks = vec![Ok::<_, Infallible>(Bytes::from("a")), Ok(Bytes::from("b"))];
+            let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+            async move { Ok::<_, Infallible>(Response::new(body)) }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(handler);
+    let request = || {
+        let (parts, body) = post(Some("s"), "{}").into_parts();
+        let _ = body;
+        Request::from_parts(parts, axum::body::Body::from("{}"))
+    };
+    let first = service.clone().oneshot(request()).await.unwrap();
+    assert_eq!(text(first).await, "ab");
+    let retry = service.oneshot(request()).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        retry.extensions().get(),
+        Some(&IdempotencyRejection::ResultUnavailable)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+/// A store that always fails, to check that the layer fails closed.
+#[derive(Clone)]
+struct DownStore;
+
+impl IdempotencyStore for DownStore {
+    fn claim(&self, _: StoreKey, _: Fingerprint, _: Duration) -> StoreFuture<Claim> {
+        Box::pin(async { Err(StoreError::new("down", None)) })
+    }
+    fn complete(
+        &self,
+        _: StoreKey,
+        _: FencingToken,
+        _: Fingerprint,
+        _: Outcome,
+        _: Duration,
+    ) -> StoreFuture<Fenced> {
+        Box::pin(async { Err(StoreError::new("down", None)) })
+    }
+    fn release(&self, _: StoreKey, _: FencingToken) -> StoreFuture<Fenced> {
+        Box::pin(async { Err(StoreError::new("down", None)) })
+    }
+    fn renew(&self, _: StoreKey, _: FencingToken, _: Duration) -> StoreFuture<Fenced> {
+        Box::pin(async { Err(StoreError::new("down", None)) })
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_gets_503_and_the_handler_never_runs() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(DownStore, tenant_scope()))
+        .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+    let response = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()[RETRY_AFTER], "1");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert!(
+        problem_type(response)
+            .await
+            .ends_with("/idempotency-store-unavailable")
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn poll_ready_is_the_inner_services() {
+    let layer = IdempotencyLayer::new(MemoryStore::new(), tenant_scope());
+    let (mut service, mut handle) =
+        tower_test::mock::spawn_layer::<Request<Body>, Response<Body>, _>(layer);
+    handle.allow(0);
+    assert!(service.poll_ready().is_pending());
+    handle.allow(1);
+    assert!(service.poll_ready().is_ready());
+    // The inner service is called once the key is claimed, so the future must run.
+    let response = tokio::spawn(service.call(post(Some("k"), "{}")));
+    let (request, send) = handle.next_request().await.unwrap();
+    assert_eq!(request.extensions().get::<ScopedKey>().unwrap().key(), "k");
+    send.send_response(Response::new(Body::from("ok")));
+    assert_eq!(response.await.unwrap().unwrap().status(), StatusCode::OK);
+}
