@@ -18,10 +18,20 @@ const ACTORS: usize = 3;
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
-    Claim { actor: usize, fingerprint: u8 },
-    Complete { actor: usize, body: u8 },
-    Release { actor: usize },
-    Renew { actor: usize },
+    Claim {
+        actor: usize,
+        fingerprint: u8,
+    },
+    Complete {
+        actor: usize,
+        body: u8,
+    },
+    Release {
+        actor: usize,
+    },
+    Renew {
+        actor: usize,
+    },
     /// Time passes beyond every lease (records live far longer).
     ExpireLeases,
 }
@@ -61,7 +71,7 @@ async fn check<St, F, Fut>(store: &St, ops: &[Op], expire: F)
 where
     St: IdempotencyStore,
     F: Fn(tower_idempotency::StoreKey) -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: Future<Output = ()>,
 {
     let key = conformance::fresh_key();
     let mut slot = Slot::Vacant;
@@ -70,18 +80,41 @@ where
     let mut held: [Option<(usize, FencingToken, u8)>; ACTORS] = [None; ACTORS];
     for op in ops {
         match *op {
-            Op::Claim { actor, fingerprint: fp } => {
+            Op::Claim {
+                actor,
+                fingerprint: fp,
+            } => {
                 let got = store.claim(key, fingerprint(fp), LEASE).await.unwrap();
                 match (&slot, got) {
                     (Slot::Vacant, Claim::Claimed(token)) => {
                         claims += 1;
                         held[actor] = Some((claims, token, fp));
-                        slot = Slot::InFlight { claim: claims, fingerprint: fp };
+                        slot = Slot::InFlight {
+                            claim: claims,
+                            fingerprint: fp,
+                        };
                     }
-                    (Slot::InFlight { fingerprint: expected, .. }, Claim::InFlight { fingerprint: got, .. }) => {
+                    (
+                        Slot::InFlight {
+                            fingerprint: expected,
+                            ..
+                        },
+                        Claim::InFlight {
+                            fingerprint: got, ..
+                        },
+                    ) => {
                         assert_eq!(got, fingerprint(*expected));
                     }
-                    (Slot::Completed { fingerprint: f, body }, Claim::Completed { fingerprint: got, outcome: o }) => {
+                    (
+                        Slot::Completed {
+                            fingerprint: f,
+                            body,
+                        },
+                        Claim::Completed {
+                            fingerprint: got,
+                            outcome: o,
+                        },
+                    ) => {
                         assert_eq!(got, fingerprint(*f));
                         assert_eq!(o, outcome(*body));
                     }
@@ -89,31 +122,64 @@ where
                 }
             }
             Op::Complete { actor, body } => {
-                let Some((claim, token, fp)) = held[actor] else { continue };
+                let Some((claim, token, fp)) = held[actor] else {
+                    continue;
+                };
                 let got = store
                     .complete(key, token, fingerprint(fp), outcome(body), TTL)
                     .await
                     .unwrap();
                 let holds = matches!(slot, Slot::InFlight { claim: c, .. } if c == claim);
-                assert_eq!(got, if holds { Fenced::Applied } else { Fenced::Stale }, "complete by {actor} in {slot:?}");
+                assert_eq!(
+                    got,
+                    if holds {
+                        Fenced::Applied
+                    } else {
+                        Fenced::Stale
+                    },
+                    "complete by {actor} in {slot:?}"
+                );
                 if holds {
-                    slot = Slot::Completed { fingerprint: fp, body };
+                    slot = Slot::Completed {
+                        fingerprint: fp,
+                        body,
+                    };
                 }
             }
             Op::Release { actor } => {
-                let Some((claim, token, _)) = held[actor] else { continue };
+                let Some((claim, token, _)) = held[actor] else {
+                    continue;
+                };
                 let got = store.release(key, token).await.unwrap();
                 let holds = matches!(slot, Slot::InFlight { claim: c, .. } if c == claim);
-                assert_eq!(got, if holds { Fenced::Applied } else { Fenced::Stale }, "release by {actor} in {slot:?}");
+                assert_eq!(
+                    got,
+                    if holds {
+                        Fenced::Applied
+                    } else {
+                        Fenced::Stale
+                    },
+                    "release by {actor} in {slot:?}"
+                );
                 if holds {
                     slot = Slot::Vacant;
                 }
             }
             Op::Renew { actor } => {
-                let Some((claim, token, _)) = held[actor] else { continue };
+                let Some((claim, token, _)) = held[actor] else {
+                    continue;
+                };
                 let got = store.renew(key, token, LEASE).await.unwrap();
                 let holds = matches!(slot, Slot::InFlight { claim: c, .. } if c == claim);
-                assert_eq!(got, if holds { Fenced::Applied } else { Fenced::Stale }, "renew by {actor} in {slot:?}");
+                assert_eq!(
+                    got,
+                    if holds {
+                        Fenced::Applied
+                    } else {
+                        Fenced::Stale
+                    },
+                    "renew by {actor} in {slot:?}"
+                );
             }
             Op::ExpireLeases => {
                 expire(key).await;

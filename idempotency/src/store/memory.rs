@@ -139,21 +139,27 @@ impl MemoryStore {
         if inner.entries.len() >= inner.max_entries && !inner.entries.contains_key(&key) {
             inner.make_room(now)?;
         }
-        let token = FencingToken::random();
-        let fresh = Slot::InFlight {
-            token,
-            fingerprint,
-            until: now + lease,
+        // A token only for a claim that wins: drawing one costs a system call.
+        let fresh = || {
+            let token = FencingToken::random();
+            let slot = Slot::InFlight {
+                token,
+                fingerprint,
+                until: now + lease,
+            };
+            (token, slot)
         };
         match inner.entries.entry(key) {
             Entry::Vacant(vacant) => {
-                vacant.insert(fresh);
+                let (token, slot) = fresh();
+                vacant.insert(slot);
                 Ok(Claim::Claimed(token))
             }
             Entry::Occupied(mut occupied) => {
                 let current = occupied.get();
                 if !current.is_live(now) {
-                    occupied.insert(fresh);
+                    let (token, slot) = fresh();
+                    occupied.insert(slot);
                     return Ok(Claim::Claimed(token));
                 }
                 Ok(match current {
