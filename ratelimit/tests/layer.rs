@@ -433,3 +433,39 @@ fn layer_service_and_future_are_send_and_sync() {
     fn assert_send<T: Send>() {}
     assert_send::<tower_ratelimit::ResponseFuture<Inner, MemoryStore, Body>>();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_callers_on_many_threads_never_exceed_the_capacity() {
+    // An hourly quota: nothing refills during the test, so exactly the capacity is admitted,
+    // however the compare-and-swap races fall out. Both algorithms, and two policies at once
+    // (a refusal by one must give back what the other took).
+    let policies = [
+        Policy::gcra("hourly", Quota::per_hour(100).unwrap()).unwrap(),
+        Policy::sliding_window("window", 150, Duration::from_secs(3600)).unwrap(),
+    ];
+    let store = MemoryStore::new();
+    let layer = RateLimitLayer::new(store, policies, api_key()).unwrap();
+    let service = ServiceBuilder::new().layer(layer).service(ok_service());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let service = service.clone();
+        tasks.spawn(async move {
+            let mut admitted = 0;
+            for _ in 0..50 {
+                let response = service.clone().oneshot(request("hot")).await.unwrap();
+                if response.status() == StatusCode::OK {
+                    admitted += 1;
+                }
+            }
+            admitted
+        });
+    }
+    let mut admitted = 0;
+    while let Some(count) = tasks.join_next().await {
+        admitted += count.unwrap();
+    }
+    assert_eq!(
+        admitted, 100,
+        "400 concurrent attempts on a capacity of 100"
+    );
+}

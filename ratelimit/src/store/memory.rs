@@ -132,6 +132,14 @@ impl MemoryStore {
     }
 }
 
+/// Gives memory back after a burst of one-off callers has been swept: a table keeps its
+/// capacity otherwise, and a flood would hold its high-water mark for good.
+fn shrink_if_sparse<V>(table: &DashMap<RateLimitKey, V>) {
+    if table.len() < table.capacity() / 4 {
+        table.shrink_to_fit();
+    }
+}
+
 static GLOBAL: RateLimitKey = RateLimitKey::global();
 static OVERFLOW: RateLimitKey = RateLimitKey::overflow();
 
@@ -344,13 +352,17 @@ impl Table {
         match &self.kind {
             TableKind::Gcra { buckets, .. } => {
                 buckets.retain(|_, tat| !gcra::is_idle(tat.load(Ordering::Acquire), now));
+                shrink_if_sparse(buckets);
             }
             TableKind::Window {
                 windows, window, ..
-            } => windows.retain(|_, state| {
-                let state = state.get_mut().unwrap_or_else(PoisonError::into_inner);
-                !state.is_idle(now, *window)
-            }),
+            } => {
+                windows.retain(|_, state| {
+                    let state = state.get_mut().unwrap_or_else(PoisonError::into_inner);
+                    !state.is_idle(now, *window)
+                });
+                shrink_if_sparse(windows);
+            }
         }
     }
 
