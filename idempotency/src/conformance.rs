@@ -133,6 +133,36 @@ pub async fn completed_results_are_returned_intact<St: IdempotencyStore>(store: 
         .await
         .expect("complete failed");
     assert_eq!(fenced, Fenced::Applied, "the holder's complete must apply");
+    // The token is spent: a second complete or a release changes nothing.
+    let again = store
+        .complete(key, token, fingerprint(3), Outcome::NotReplayable, TTL)
+        .await
+        .expect("complete failed");
+    assert_eq!(
+        again,
+        Fenced::Stale,
+        "a completed claim's token must be stale"
+    );
+    assert_eq!(
+        store.release(key, token).await.expect("release failed"),
+        Fenced::Stale
+    );
+    // A claim with another fingerprint sees the original, and overwrites nothing.
+    match store
+        .claim(key, fingerprint(30), LEASE)
+        .await
+        .expect("claim failed")
+    {
+        Claim::Completed {
+            fingerprint: original,
+            ..
+        } => assert_eq!(
+            original,
+            fingerprint(3),
+            "Completed must report the original fingerprint"
+        ),
+        other => panic!("a completed key must answer Completed, got {other:?}"),
+    }
     for _ in 0..2 {
         match store
             .claim(key, fingerprint(3), LEASE)
@@ -271,6 +301,11 @@ pub async fn expired_lease_is_taken_over_and_fences_the_old_owner<St: Idempotenc
             .expect("complete failed"),
         Fenced::Stale,
         "a complete after the lease must be stale"
+    );
+    assert_eq!(
+        store.renew(key, late, LEASE).await.expect("renew failed"),
+        Fenced::Stale,
+        "a renew after the lease must be stale"
     );
 }
 

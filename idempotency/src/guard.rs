@@ -1,18 +1,37 @@
-//! [`ClaimGuard`]: a held claim that is given back if the request never finishes.
+//! [`ClaimGuard`]: a held claim, kept alive while the handler runs and settled however the
+//! request ends.
 
+use std::future::Future;
+use std::pin::pin;
 use std::time::Duration;
+
+use futures_util::future::{Either, select};
 
 use crate::store::{FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreKey};
 
-/// A claim held while the handler runs. Completing or releasing it disarms it; dropping it
-/// armed (the response future was dropped: client gone, timeout layer; or the handler
-/// panicked) releases the claim in a spawned task, so a retry can run at once instead of
-/// waiting out the lease.
+/// What dropping the guard does to the claim.
+enum OnDrop {
+    /// Nothing: it was settled.
+    Nothing,
+    /// The handler did not finish (future dropped, panic): give the key back for a retry.
+    Release,
+    /// The handler finished, but its response was not recorded (the future was dropped
+    /// while reading the body): record it as not replayable, so it never runs twice.
+    CompleteUnreplayable {
+        fingerprint: Fingerprint,
+        ttl: Duration,
+    },
+}
+
+/// A claim held while the handler runs.
+///
+/// Every store write runs in a spawned task that the request awaits, so dropping the request
+/// half way through a write never leaves the write undone.
 pub(crate) struct ClaimGuard<St: IdempotencyStore> {
     store: St,
     key: StoreKey,
     token: FencingToken,
-    armed: bool,
+    on_drop: OnDrop,
 }
 
 impl<St: IdempotencyStore> ClaimGuard<St> {
@@ -21,8 +40,30 @@ impl<St: IdempotencyStore> ClaimGuard<St> {
             store,
             key,
             token,
-            armed: true,
+            on_drop: OnDrop::Release,
         }
+    }
+
+    /// Runs `call` while renewing the lease every third of it, so a slow handler keeps its key
+    /// for as long as it runs; only a crashed process lets a lease run out.
+    pub(crate) async fn hold_while<F: Future>(&self, call: F, lease: Duration) -> F::Output {
+        let every = lease / 3;
+        let mut call = pin!(call);
+        loop {
+            let tick = pin!(tokio::time::sleep(every));
+            match select(call.as_mut(), tick).await {
+                Either::Left((output, _)) => return output,
+                Either::Right(((), _)) => {
+                    let renewed = self.store.renew(self.key, self.token, lease).await;
+                    crate::log::fenced("renew", renewed);
+                }
+            }
+        }
+    }
+
+    /// The handler answered: from now on, a drop records "completed, not replayable".
+    pub(crate) fn handler_finished(&mut self, fingerprint: Fingerprint, ttl: Duration) {
+        self.on_drop = OnDrop::CompleteUnreplayable { fingerprint, ttl };
     }
 
     pub(crate) async fn complete(
@@ -31,32 +72,64 @@ impl<St: IdempotencyStore> ClaimGuard<St> {
         outcome: Outcome,
         ttl: Duration,
     ) {
-        self.armed = false;
-        let result = self
-            .store
-            .complete(self.key, self.token, fingerprint, outcome, ttl)
-            .await;
-        crate::log::fenced("complete", result);
+        self.on_drop = OnDrop::Nothing;
+        let (store, key, token) = (self.store.clone(), self.key, self.token);
+        settle(async move {
+            // One retry: a lost completion would let a retry run the handler again.
+            let mut result = store
+                .complete(key, token, fingerprint, outcome.clone(), ttl)
+                .await;
+            if result.is_err() {
+                result = store.complete(key, token, fingerprint, outcome, ttl).await;
+            }
+            crate::log::fenced("complete", result);
+        })
+        .await;
     }
 
     pub(crate) async fn release(mut self) {
-        self.armed = false;
-        let result = self.store.release(self.key, self.token).await;
-        crate::log::fenced("release", result);
+        self.on_drop = OnDrop::Nothing;
+        let (store, key, token) = (self.store.clone(), self.key, self.token);
+        settle(async move {
+            crate::log::fenced("release", store.release(key, token).await);
+        })
+        .await;
+    }
+}
+
+/// Runs a store write to the end even if the request is dropped meanwhile.
+async fn settle(write: impl Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            let _ = runtime.spawn(write).await;
+        }
+        Err(_) => write.await,
     }
 }
 
 impl<St: IdempotencyStore> Drop for ClaimGuard<St> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let release = self.store.release(self.key, self.token);
+        let write = match std::mem::replace(&mut self.on_drop, OnDrop::Nothing) {
+            OnDrop::Nothing => return,
+            OnDrop::Release => {
+                let release = self.store.release(self.key, self.token);
+                Box::pin(async move { crate::log::fenced("release", release.await) })
+                    as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+            }
+            OnDrop::CompleteUnreplayable { fingerprint, ttl } => {
+                let complete = self.store.complete(
+                    self.key,
+                    self.token,
+                    fingerprint,
+                    Outcome::NotReplayable,
+                    ttl,
+                );
+                Box::pin(async move { crate::log::fenced("complete", complete.await) })
+            }
+        };
         // Without a runtime (never the case under a tokio server) the lease still ends it.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                crate::log::fenced("release", release.await);
-            });
+            runtime.spawn(write);
         }
     }
 }

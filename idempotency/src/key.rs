@@ -25,7 +25,7 @@ pub enum KeyError {
         /// The maximum, in characters.
         max: usize,
     },
-    /// Neither an RFC 9651 String nor a run of visible ASCII without `"`: control
+    /// Neither an RFC 9651 String nor a run of visible ASCII without `"`, `,` or `;`: control
     /// characters, spaces outside quotes, a broken quoted string, non-ASCII bytes.
     Malformed,
 }
@@ -40,7 +40,7 @@ impl KeyError {
                 format!("The Idempotency-Key is longer than {max} characters.")
             }
             KeyError::Malformed => "The Idempotency-Key must be a quoted string (RFC 9651) or \
-                                    visible ASCII characters without quotes."
+                                    visible ASCII characters without quotes, commas or semicolons."
                 .to_owned(),
         }
     }
@@ -50,7 +50,7 @@ impl KeyError {
 ///
 /// The header is an RFC 9651 Item whose value must be a String (`"…"`, parameters ignored).
 /// Many clients (Stripe's among them) send the key unquoted, so a value that is not a String
-/// but is a run of visible ASCII without `"` is taken as it stands. The quoted and unquoted
+/// but is a run of visible ASCII without `"`, `,` or `;` is taken as it stands. The quoted and unquoted
 /// forms of the same characters are the same key.
 pub(crate) fn parse(headers: &HeaderMap, max_len: usize) -> Result<Option<String>, KeyError> {
     let mut lines = headers.get_all(IDEMPOTENCY_KEY).iter();
@@ -80,7 +80,11 @@ fn parse_value(bytes: &[u8]) -> Result<String, KeyError> {
     if trimmed.is_empty() {
         return Err(KeyError::Empty);
     }
-    if trimmed.iter().all(|&b| b.is_ascii_graphic() && b != b'"') {
+    // `,` would hide two merged header lines, `;` parameters: neither belongs in a bare key.
+    if trimmed
+        .iter()
+        .all(|&b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';'))
+    {
         // Visible ASCII only, so this is valid UTF-8.
         return Ok(String::from_utf8_lossy(trimmed).into_owned());
     }
@@ -160,6 +164,12 @@ mod tests {
         assert_eq!(parsed(&[b"\"unterminated"]), Err(KeyError::Malformed));
         assert_eq!(parsed(&[b"tab\there"]), Err(KeyError::Malformed));
         assert_eq!(parsed(&[b"caf\xc3\xa9"]), Err(KeyError::Malformed));
+        assert_eq!(
+            parsed(&[b"a,b"]),
+            Err(KeyError::Malformed),
+            "two merged lines"
+        );
+        assert_eq!(parsed(&[b"abc;v=1"]), Err(KeyError::Malformed));
         let long = "k".repeat(256);
         assert_eq!(
             parsed(&[long.as_bytes()]),

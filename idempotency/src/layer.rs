@@ -18,6 +18,9 @@ use crate::store::IdempotencyStore;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// The default record lifetime: how long a result is replayed.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest lease or record lifetime the layer accepts (longer ones are cut to it): one
+/// year, so that no store overflows its clock or rejects the expiry.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// The default limit on request bodies (larger ones get 413).
 pub const DEFAULT_MAX_REQUEST_BODY: usize = 1024 * 1024;
 /// The default limit on kept responses (larger ones are completed but not replayable).
@@ -95,18 +98,19 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
         self
     }
 
-    /// How long a claim holds its key (at least one second). A request still running after
-    /// its lease can be overtaken by a retry, and its result is then not kept.
+    /// How long a claim holds its key without news from its holder (from one second to
+    /// [`MAX_DURATION`]). The layer renews the lease every third of it while the handler runs,
+    /// so it bounds how long a crashed process blocks a key, not how long a handler may take.
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.config().lease = lease.max(Duration::from_secs(1));
+        self.config().lease = lease.clamp(Duration::from_secs(1), MAX_DURATION);
         self
     }
 
-    /// How long a result is replayed (at least one second).
+    /// How long a result is replayed (from one second to [`MAX_DURATION`]).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.config().ttl = ttl.max(Duration::from_secs(1));
+        self.config().ttl = ttl.clamp(Duration::from_secs(1), MAX_DURATION);
         self
     }
 

@@ -50,7 +50,8 @@
 //! For POST and PATCH requests (configurable) carrying an `Idempotency-Key`:
 //!
 //! 1. The key is parsed as an RFC 9651 String, or taken as it stands when it is unquoted
-//!    visible ASCII (what most clients send); at most 255 characters; one header line.
+//!    visible ASCII without `"`, `,` or `;` (what most clients send); at most 255
+//!    characters; one header line.
 //! 2. The body is read (at most 1 MiB) and the request fingerprinted: SHA-256 over method,
 //!    path and query, content type and body.
 //! 3. The key, scoped to the caller ([`Scope`]), is **claimed** in the store in one atomic
@@ -110,7 +111,7 @@ pub use error::StoreError;
 pub use key::{DEFAULT_MAX_KEY_LEN, IDEMPOTENCY_KEY, KeyError, ScopedKey};
 pub use layer::{
     DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_TTL,
-    IdempotencyLayer,
+    IdempotencyLayer, MAX_DURATION,
 };
 pub use policy::OutcomePolicy;
 pub use rejection::IdempotencyRejection;

@@ -25,22 +25,30 @@ pub const DEFAULT_REPLAYED_HEADERS: &[HeaderName] = &[
     header::VARY,
 ];
 
-/// Headers never replayed, even when added to the allow-list by mistake.
-const NEVER_REPLAYED: &[HeaderName] = &[
-    header::SET_COOKIE,
-    header::AUTHORIZATION,
-    header::PROXY_AUTHORIZATION,
-    header::WWW_AUTHENTICATE,
-    header::PROXY_AUTHENTICATE,
-    header::CONNECTION,
-    header::TRANSFER_ENCODING,
-    header::CONTENT_LENGTH,
-    header::DATE,
+/// Headers never replayed, even when added to the allow-list by mistake: credentials and
+/// state, hop-by-hop fields, and what is recomputed per response.
+const NEVER_REPLAYED: &[&str] = &[
+    "set-cookie",
+    "authorization",
+    "proxy-authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+    "authentication-info",
+    "proxy-authentication-info",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "date",
 ];
 
 /// Whether the allow-list may hold `name`.
 pub(crate) fn replayable(name: &HeaderName) -> bool {
-    !NEVER_REPLAYED.contains(name)
+    !NEVER_REPLAYED.contains(&name.as_str())
 }
 
 /// The allow-listed header lines of `headers`, raw and in order.

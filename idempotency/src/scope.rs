@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{Fingerprint, StoreKey};
 
-type ScopeFn = dyn Fn(&Parts) -> Option<String> + Send + Sync;
+type ScopeFn = dyn Fn(&Parts) -> Option<Vec<u8>> + Send + Sync;
 
 /// Takes the scope (the tenant, account or API key) from a request.
 ///
@@ -27,18 +27,20 @@ impl Scope {
     where
         F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
     {
-        Scope(Some(Arc::new(extract)))
+        Scope(Some(Arc::new(move |parts: &Parts| {
+            extract(parts).map(String::into_bytes)
+        })))
     }
 
-    /// The value of a header (for example `Authorization`), as the scope. Only its hash is
-    /// stored.
+    /// The value of a header (for example `Authorization`), byte for byte, as the scope. Only
+    /// its hash is stored.
     pub fn header(name: HeaderName) -> Self {
-        Scope::from_fn(move |parts| {
+        Scope(Some(Arc::new(move |parts: &Parts| {
             parts
                 .headers
                 .get(&name)
-                .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
-        })
+                .map(|value| value.as_bytes().to_vec())
+        })))
     }
 
     /// No scope: every caller shares one key space. Only for services with one caller, or
@@ -48,9 +50,9 @@ impl Scope {
     }
 
     /// The scope of a request: `None` when the extractor finds none.
-    pub(crate) fn extract(&self, parts: &Parts) -> Option<String> {
+    pub(crate) fn extract(&self, parts: &Parts) -> Option<Vec<u8>> {
         match &self.0 {
-            None => Some(String::new()),
+            None => Some(Vec::new()),
             Some(extract) => extract(parts),
         }
     }
@@ -89,9 +91,9 @@ impl Framed {
 }
 
 /// SHA-256 over the scope and the key.
-pub(crate) fn store_key(scope: &str, key: &str) -> StoreKey {
+pub(crate) fn store_key(scope: &[u8], key: &str) -> StoreKey {
     let mut framed = Framed::new("tower-idempotency/key/v1");
-    framed.field(scope.as_bytes()).field(key.as_bytes());
+    framed.field(scope).field(key.as_bytes());
     StoreKey(framed.finish())
 }
 

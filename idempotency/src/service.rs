@@ -198,13 +198,12 @@ where
         }
     };
 
-    // From here on, the claim is released if this future is dropped or panics.
-    let guard = ClaimGuard::new(config.store.clone(), scoped, token);
+    // From here on, the claim is released if this future is dropped or panics, and its lease
+    // is renewed while the handler runs.
+    let mut guard = ClaimGuard::new(config.store.clone(), scoped, token);
     parts.extensions.insert(ScopedKey::new(key, scoped));
-    let response = match inner
-        .call(Request::from_parts(parts, ReqBody::from(body)))
-        .await
-    {
+    let call = inner.call(Request::from_parts(parts, ReqBody::from(body)));
+    let response = match guard.hold_while(call, config.lease).await {
         Ok(response) => response,
         Err(error) => {
             guard.release().await;
@@ -215,6 +214,7 @@ where
         guard.release().await;
         return Ok(executed(response));
     }
+    guard.handler_finished(fingerprint, config.ttl);
 
     let (parts, body) = response.into_parts();
     let fits = body

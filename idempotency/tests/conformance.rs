@@ -13,3 +13,55 @@ async fn memory_store_keeps_the_contract_across_threads() {
     conformance::concurrent_claims_have_one_winner(&store, 256).await;
     conformance::run(&store).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_full_memory_store_evicts_completed_records_never_claims_in_flight() {
+    use std::time::Duration;
+    use tower_idempotency::{Claim, Fingerprint, IdempotencyStore, Outcome};
+
+    let lease = Duration::from_secs(60);
+    let store = MemoryStore::with_max_entries(2);
+    let fingerprint = Fingerprint::from_bytes([1; 32]);
+    let (a, b, c) = (
+        conformance::fresh_key(),
+        conformance::fresh_key(),
+        conformance::fresh_key(),
+    );
+    let Claim::Claimed(token_a) = store.claim(a, fingerprint, lease).await.unwrap() else {
+        panic!("vacant")
+    };
+    let Claim::Claimed(_) = store.claim(b, fingerprint, lease).await.unwrap() else {
+        panic!("vacant")
+    };
+    // Full of claims in flight: a new key is refused, the claims stay.
+    assert!(store.claim(c, fingerprint, lease).await.is_err());
+    assert!(matches!(
+        store.claim(a, fingerprint, lease).await.unwrap(),
+        Claim::InFlight { .. }
+    ));
+    assert!(matches!(
+        store.claim(b, fingerprint, lease).await.unwrap(),
+        Claim::InFlight { .. }
+    ));
+    // Once one completes, and the fail-fast second has passed, its record makes room.
+    store
+        .complete(
+            a,
+            token_a,
+            fingerprint,
+            Outcome::NotReplayable,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert!(matches!(
+        store.claim(c, fingerprint, lease).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    assert!(matches!(
+        store.claim(b, fingerprint, lease).await.unwrap(),
+        Claim::InFlight { .. }
+    ));
+    assert_eq!(store.len(), 2);
+}

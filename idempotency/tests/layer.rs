@@ -464,12 +464,15 @@ async fn a_panicking_handler_releases_the_key() {
         })
     };
     let service = ServiceBuilder::new()
-        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .layer(IdempotencyLayer::new(
+            SlowReleases(MemoryStore::new()),
+            tenant_scope(),
+        ))
         .service(handler);
     let first = tokio::spawn(service.clone().oneshot(post(Some("k"), "{}"))).await;
     assert!(first.unwrap_err().is_panic());
-    // The release runs in a spawned task; let it.
-    tokio::task::yield_now().await;
+    // The release runs in a task spawned while unwinding; give it time to land.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let retry = service.oneshot(post(Some("k"), "{}")).await.unwrap();
     assert_eq!(
         retry.extensions().get(),
@@ -493,7 +496,10 @@ async fn a_dropped_request_releases_the_key() {
         })
     };
     let service = ServiceBuilder::new()
-        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .layer(IdempotencyLayer::new(
+            SlowReleases(MemoryStore::new()),
+            tenant_scope(),
+        ))
         .service(handler);
     // The client gives up after one second: the future is dropped mid-handler.
     let gave_up = tokio::time::timeout(
@@ -502,7 +508,14 @@ async fn a_dropped_request_releases_the_key() {
     )
     .await;
     assert!(gave_up.is_err());
-    tokio::task::yield_now().await;
+    // Until the (slow) release lands, the key is still held; then a retry runs.
+    let held = service
+        .clone()
+        .oneshot(post(Some("k"), "{}"))
+        .await
+        .unwrap();
+    assert_eq!(held.status(), StatusCode::CONFLICT);
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let retry = tokio::spawn(service.oneshot(post(Some("k"), "{}")));
     tokio::time::sleep(Duration::from_secs(11)).await;
     let retry = retry.await.unwrap().unwrap();
@@ -514,17 +527,15 @@ async fn a_dropped_request_releases_the_key() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_expired_lease_lets_a_retry_run_and_fences_off_the_original() {
+async fn a_slow_handler_keeps_its_key_past_the_lease() {
     let runs = Arc::new(AtomicUsize::new(0));
     let handler = {
         let runs = Arc::clone(&runs);
         service_fn(move |_: Request<Body>| {
             let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
-                if run == 1 {
-                    // A stuck original: outlives its lease.
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                }
+                // Six leases long: the layer renews the lease while it runs.
+                tokio::time::sleep(Duration::from_secs(30)).await;
                 Ok::<_, Infallible>(Response::new(Body::from(format!("run {run}"))))
             }
         })
@@ -535,7 +546,57 @@ async fn an_expired_lease_lets_a_retry_run_and_fences_off_the_original() {
         )
         .service(handler);
     let original = tokio::spawn(service.clone().oneshot(post(Some("k"), "{}")));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let retry = service
+            .clone()
+            .oneshot(post(Some("k"), "{}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            retry.status(),
+            StatusCode::CONFLICT,
+            "still in flight, never run twice"
+        );
+    }
+    assert_eq!(text(original.await.unwrap().unwrap()).await, "run 1");
+    let replay = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_holder_blocks_its_key_for_one_lease_only() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Body>| {
+            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                if run == 1 {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Ok::<_, Infallible>(Response::new(Body::from(format!("run {run}"))))
+            }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).lease(Duration::from_secs(5)),
+        )
+        .service(handler);
+    // A "crash": the original claims the key and starts the handler, then vanishes without
+    // releasing or renewing anything (its future is leaked, never polled or dropped again).
+    let mut crashed = service.clone();
+    crashed.ready().await.unwrap();
+    let mut future = crashed.call(post(Some("k"), "{}"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), &mut future)
+            .await
+            .is_err()
+    );
+    std::mem::forget(future);
+
     let early = service
         .clone()
         .oneshot(post(Some("k"), "{}"))
@@ -546,19 +607,14 @@ async fn an_expired_lease_lets_a_retry_run_and_fences_off_the_original() {
         StatusCode::CONFLICT,
         "within the lease: in flight"
     );
-
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let retry = service
         .clone()
         .oneshot(post(Some("k"), "{}"))
         .await
         .unwrap();
     assert_eq!(text(retry).await, "run 2", "past the lease, a retry runs");
-
-    // The original finishes late: its result must not replace the retry's.
-    assert_eq!(text(original.await.unwrap().unwrap()).await, "run 1");
     let replay = service.oneshot(post(Some("k"), "{}")).await.unwrap();
-    assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert_eq!(text(replay).await, "run 2");
 }
 
@@ -672,6 +728,42 @@ async fn oversize_and_streaming_responses_complete_without_a_replay() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
+/// The memory store, with releases that take a while, as over a network: a release that only
+/// happens in a spawned task is then really exercised.
+#[derive(Clone)]
+struct SlowReleases(MemoryStore);
+
+impl IdempotencyStore for SlowReleases {
+    fn claim(
+        &self,
+        key: StoreKey,
+        fingerprint: Fingerprint,
+        lease: Duration,
+    ) -> StoreFuture<Claim> {
+        self.0.claim(key, fingerprint, lease)
+    }
+    fn complete(
+        &self,
+        key: StoreKey,
+        token: FencingToken,
+        fingerprint: Fingerprint,
+        outcome: Outcome,
+        ttl: Duration,
+    ) -> StoreFuture<Fenced> {
+        self.0.complete(key, token, fingerprint, outcome, ttl)
+    }
+    fn release(&self, key: StoreKey, token: FencingToken) -> StoreFuture<Fenced> {
+        let store = self.0.clone();
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            store.release(key, token).await
+        })
+    }
+    fn renew(&self, key: StoreKey, token: FencingToken, lease: Duration) -> StoreFuture<Fenced> {
+        self.0.renew(key, token, lease)
+    }
+}
+
 /// A store that always fails, to check that the layer fails closed.
 #[derive(Clone)]
 struct DownStore;
@@ -731,4 +823,110 @@ async fn poll_ready_is_the_inner_services() {
     assert_eq!(request.extensions().get::<ScopedKey>().unwrap().key(), "k");
     send.send_response(Response::new(Body::from("ok")));
     assert_eq!(response.await.unwrap().unwrap().status(), StatusCode::OK);
+}
+
+/// A response body of known length that never delivers it: a stalled upstream.
+enum MaybeStuck {
+    Ready(Body),
+    Stuck,
+}
+
+impl From<Bytes> for MaybeStuck {
+    fn from(bytes: Bytes) -> Self {
+        MaybeStuck::Ready(Body::from(bytes))
+    }
+}
+
+impl http_body::Body for MaybeStuck {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            MaybeStuck::Ready(body) => std::pin::Pin::new(body).poll_frame(cx),
+            MaybeStuck::Stuck => std::task::Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            MaybeStuck::Ready(body) => body.size_hint(),
+            MaybeStuck::Stuck => http_body::SizeHint::with_exact(10),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_dropped_after_the_handler_answered_is_never_run_again() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Body>| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(MaybeStuck::Stuck)) }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
+        .service(handler);
+    // The handler has run; the layer is reading its body when the client gives up.
+    let gave_up = tokio::time::timeout(
+        Duration::from_secs(1),
+        service.clone().oneshot(post(Some("k"), "{}")),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let retry = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(
+        retry.extensions().get::<IdempotencyRejection>(),
+        Some(&IdempotencyRejection::ResultUnavailable),
+        "completed, not replayable: the handler must not run again"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn event_streams_are_not_kept_and_credentials_are_never_replayed() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Body>| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            let mut response = Response::new(Body::from("data: 1\n\n"));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, "text/event-stream".parse().unwrap());
+            async { Ok::<_, Infallible>(response) }
+        })
+    };
+    // Unscoped, and asking (wrongly) to replay Set-Cookie: refused by the layer.
+    let service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(MemoryStore::new(), Scope::unscoped()).replay_header(SET_COOKIE),
+        )
+        .service(handler);
+    let mut anonymous = post(Some("sse"), "{}");
+    anonymous.headers_mut().remove("x-tenant");
+    let first = service.clone().oneshot(anonymous).await.unwrap();
+    assert_eq!(text(first).await, "data: 1\n\n");
+    let retry = service.oneshot(post(Some("sse"), "{}")).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CONFLICT);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).replay_header(SET_COOKIE))
+        .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+    service
+        .clone()
+        .oneshot(post(Some("k"), "{}"))
+        .await
+        .unwrap();
+    let replay = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    assert!(!replay.headers().contains_key(SET_COOKIE));
 }

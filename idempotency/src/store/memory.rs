@@ -41,6 +41,9 @@ pub struct MemoryStore {
 struct Inner {
     entries: DashMap<StoreKey, Slot>,
     max_entries: usize,
+    /// When making room last failed (only claims in flight were left): claims fail at once
+    /// for a second after that instead of scanning the table on every request.
+    full_since: std::sync::Mutex<Option<Instant>>,
     sweeper: AtomicBool,
 }
 
@@ -87,6 +90,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 entries: DashMap::new(),
                 max_entries: max_entries.max(1),
+                full_since: std::sync::Mutex::new(None),
                 sweeper: AtomicBool::new(false),
             }),
         }
@@ -145,7 +149,7 @@ impl MemoryStore {
             let slot = Slot::InFlight {
                 token,
                 fingerprint,
-                until: now + lease,
+                until: later(now, lease),
             };
             (token, slot)
         };
@@ -215,6 +219,16 @@ impl Inner {
 
     /// Frees at least one slot, or fails when only live claims are left.
     fn make_room(&self, now: Instant) -> Result<(), StoreError> {
+        let full = || StoreError::new("the idempotency store is full of requests in flight", None);
+        let mut full_since = self
+            .full_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if full_since
+            .is_some_and(|since| now.saturating_duration_since(since) < Duration::from_secs(1))
+        {
+            return Err(full());
+        }
         self.sweep(now);
         if self.entries.len() < self.max_entries {
             return Ok(());
@@ -233,14 +247,19 @@ impl Inner {
                 .remove_if(&key, |_, entry| matches!(entry, Slot::Completed { .. }));
         }
         if self.entries.len() < self.max_entries {
+            *full_since = None;
             Ok(())
         } else {
-            Err(StoreError::new(
-                "the idempotency store is full of requests in flight",
-                None,
-            ))
+            *full_since = Some(now);
+            Err(full())
         }
     }
+}
+
+/// `now + duration`, saturating far in the future instead of overflowing the clock.
+fn later(now: Instant, duration: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+    now + duration.min(CENTURY)
 }
 
 impl Default for MemoryStore {
@@ -282,7 +301,7 @@ impl IdempotencyStore for MemoryStore {
             Some(Slot::Completed {
                 fingerprint,
                 outcome,
-                until: now + ttl,
+                until: later(now, ttl),
             })
         });
         Box::pin(std::future::ready(Ok(fenced)))
@@ -297,7 +316,7 @@ impl IdempotencyStore for MemoryStore {
         let fenced = self.fenced(key, token, |held, now| {
             let mut renewed = held.clone();
             if let Slot::InFlight { until, .. } = &mut renewed {
-                *until = now + lease;
+                *until = later(now, lease);
             }
             Some(renewed)
         });
