@@ -97,13 +97,31 @@ impl<St: IdempotencyStore> ClaimGuard<St> {
     }
 }
 
-/// Runs a store write to the end even if the request is dropped meanwhile.
+/// Runs a store write to the end even if the request is dropped meanwhile: awaited in place
+/// (no task switch on the common path), and handed to a spawned task if the request is
+/// dropped half way through it.
 async fn settle(write: impl Future<Output = ()> + Send + 'static) {
-    match tokio::runtime::Handle::try_current() {
-        Ok(runtime) => {
-            let _ = runtime.spawn(write).await;
+    let mut unfinished = Unfinished(Some(Box::pin(write)));
+    std::future::poll_fn(|cx| match unfinished.0.as_mut() {
+        Some(write) => write.as_mut().poll(cx),
+        None => std::task::Poll::Ready(()),
+    })
+    .await;
+    unfinished.0 = None;
+}
+
+type Write = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A store write that, dropped before it finished, finishes in a spawned task.
+struct Unfinished(Option<Write>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(write) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(write);
         }
-        Err(_) => write.await,
     }
 }
 
@@ -113,8 +131,7 @@ impl<St: IdempotencyStore> Drop for ClaimGuard<St> {
             OnDrop::Nothing => return,
             OnDrop::Release => {
                 let release = self.store.release(self.key, self.token);
-                Box::pin(async move { crate::log::fenced("release", release.await) })
-                    as std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+                Box::pin(async move { crate::log::fenced("release", release.await) }) as Write
             }
             OnDrop::CompleteUnreplayable { fingerprint, ttl } => {
                 let complete = self.store.complete(
