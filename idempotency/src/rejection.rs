@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{HeaderValue, Response, StatusCode};
-use tower_problem_details::{Problem, ProblemCatalog, ProblemKind};
+use tower_problem_details::{Problem, ProblemCatalog, ProblemKind, retry_after_seconds};
 
 use crate::key::KeyError;
 
@@ -38,12 +38,6 @@ pub enum IdempotencyRejection {
     StoreUnavailable,
     /// 500 `internal`: the handler's response body failed while it was being kept.
     ResponseBodyFailed,
-}
-
-/// Whole seconds, rounded up, at least 1.
-fn seconds(wait: Duration) -> u64 {
-    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    whole.max(1)
 }
 
 pub(crate) fn respond<B: From<Bytes>>(
@@ -84,24 +78,11 @@ pub(crate) fn respond<B: From<Bytes>>(
     if let Some(wait) = retry_after {
         response
             .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(seconds(wait)));
+            .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
     }
     response.extensions_mut().insert(rejection);
     response
         .extensions_mut()
         .insert(crate::IdempotencyOutcome::Rejected);
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_rounds_up_and_is_never_zero() {
-        assert_eq!(seconds(Duration::ZERO), 1);
-        assert_eq!(seconds(Duration::from_millis(1)), 1);
-        assert_eq!(seconds(Duration::from_millis(1001)), 2);
-        assert_eq!(seconds(Duration::from_secs(60)), 60);
-    }
 }

@@ -66,6 +66,48 @@ fn counting(
     })
 }
 
+/// A handler counting its runs that takes `delay`, then answers `status` with `body`.
+fn slow(
+    runs: &Arc<AtomicUsize>,
+    delay: Duration,
+    status: StatusCode,
+    body: &'static str,
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ use<> {
+    let runs = Arc::clone(runs);
+    service_fn(move |_: Request<Body>| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tokio::time::sleep(delay).await;
+            let mut response = Response::new(Body::from(body));
+            *response.status_mut() = status;
+            Ok::<_, Infallible>(response)
+        }
+    })
+}
+
+/// A handler answering `run N`, whose first run takes `first` (a stuck or slow original).
+fn first_run_takes(
+    runs: &Arc<AtomicUsize>,
+    first: Duration,
+) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
++ Clone
++ Send
++ use<> {
+    let runs = Arc::clone(runs);
+    service_fn(move |_: Request<Body>| {
+        let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            if run == 1 {
+                tokio::time::sleep(first).await;
+            }
+            Ok::<_, Infallible>(Response::new(Body::from(format!("run {run}"))))
+        }
+    })
+}
+
 async fn text<B>(response: Response<B>) -> String
 where
     B: http_body::Body,
@@ -130,20 +172,12 @@ async fn a_retry_replays_the_original_status_headers_and_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_concurrent_identical_requests_run_the_handler_once() {
     let runs = Arc::new(AtomicUsize::new(0));
-    let handler = {
-        let runs = Arc::clone(&runs);
-        service_fn(move |_: Request<Body>| {
-            let runs = Arc::clone(&runs);
-            async move {
-                runs.fetch_add(1, Ordering::SeqCst);
-                // Long enough that the other requests arrive while it runs.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let mut response = Response::new(Body::from("created"));
-                *response.status_mut() = StatusCode::CREATED;
-                Ok::<_, Infallible>(response)
-            }
-        })
-    };
+    let handler = slow(
+        &runs,
+        Duration::from_millis(100),
+        StatusCode::CREATED,
+        "created",
+    );
     let service = ServiceBuilder::new()
         .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
         .service(handler);
@@ -484,17 +518,7 @@ async fn a_panicking_handler_releases_the_key() {
 #[tokio::test(start_paused = true)]
 async fn a_dropped_request_releases_the_key() {
     let runs = Arc::new(AtomicUsize::new(0));
-    let handler = {
-        let runs = Arc::clone(&runs);
-        service_fn(move |_: Request<Body>| {
-            let runs = Arc::clone(&runs);
-            async move {
-                runs.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                Ok::<_, Infallible>(Response::new(Body::from("slow")))
-            }
-        })
-    };
+    let handler = slow(&runs, Duration::from_secs(10), StatusCode::OK, "slow");
     let service = ServiceBuilder::new()
         .layer(IdempotencyLayer::new(
             SlowReleases(MemoryStore::new()),
@@ -529,17 +553,8 @@ async fn a_dropped_request_releases_the_key() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_handler_keeps_its_key_past_the_lease() {
     let runs = Arc::new(AtomicUsize::new(0));
-    let handler = {
-        let runs = Arc::clone(&runs);
-        service_fn(move |_: Request<Body>| {
-            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
-            async move {
-                // Six leases long: the layer renews the lease while it runs.
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Ok::<_, Infallible>(Response::new(Body::from(format!("run {run}"))))
-            }
-        })
-    };
+    // Six leases long: the layer renews the lease while it runs.
+    let handler = first_run_takes(&runs, Duration::from_secs(30));
     let service = ServiceBuilder::new()
         .layer(
             IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).lease(Duration::from_secs(5)),
@@ -568,18 +583,7 @@ async fn a_slow_handler_keeps_its_key_past_the_lease() {
 #[tokio::test(start_paused = true)]
 async fn a_crashed_holder_blocks_its_key_for_one_lease_only() {
     let runs = Arc::new(AtomicUsize::new(0));
-    let handler = {
-        let runs = Arc::clone(&runs);
-        service_fn(move |_: Request<Body>| {
-            let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
-            async move {
-                if run == 1 {
-                    tokio::time::sleep(Duration::from_secs(3600)).await;
-                }
-                Ok::<_, Infallible>(Response::new(Body::from(format!("run {run}"))))
-            }
-        })
-    };
+    let handler = first_run_takes(&runs, Duration::from_secs(3600));
     let service = ServiceBuilder::new()
         .layer(
             IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).lease(Duration::from_secs(5)),
@@ -621,17 +625,7 @@ async fn a_crashed_holder_blocks_its_key_for_one_lease_only() {
 #[tokio::test(start_paused = true)]
 async fn waiting_for_an_in_flight_original_replays_it() {
     let runs = Arc::new(AtomicUsize::new(0));
-    let handler = {
-        let runs = Arc::clone(&runs);
-        service_fn(move |_: Request<Body>| {
-            let runs = Arc::clone(&runs);
-            async move {
-                runs.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok::<_, Infallible>(Response::new(Body::from("done")))
-            }
-        })
-    };
+    let handler = slow(&runs, Duration::from_millis(300), StatusCode::OK, "done");
     let service = ServiceBuilder::new()
         .layer(
             IdempotencyLayer::new(MemoryStore::new(), tenant_scope())

@@ -54,6 +54,15 @@ enum Slot {
     Completed { fingerprint: u8, body: u8 },
 }
 
+/// What a fenced operation must answer, given whether its token holds the key.
+fn expected(holds: bool) -> Fenced {
+    if holds {
+        Fenced::Applied
+    } else {
+        Fenced::Stale
+    }
+}
+
 fn outcome(body: u8) -> Outcome {
     Outcome::Response(StoredResponse {
         status: StatusCode::CREATED,
@@ -130,15 +139,7 @@ where
                     .await
                     .unwrap();
                 let holds = matches!(slot, Slot::InFlight { claim: c, .. } if c == claim);
-                assert_eq!(
-                    got,
-                    if holds {
-                        Fenced::Applied
-                    } else {
-                        Fenced::Stale
-                    },
-                    "complete by {actor} in {slot:?}"
-                );
+                assert_eq!(got, expected(holds), "complete by {actor} in {slot:?}");
                 if holds {
                     slot = Slot::Completed {
                         fingerprint: fp,
@@ -152,15 +153,7 @@ where
                 };
                 let got = store.release(key, token).await.unwrap();
                 let holds = matches!(slot, Slot::InFlight { claim: c, .. } if c == claim);
-                assert_eq!(
-                    got,
-                    if holds {
-                        Fenced::Applied
-                    } else {
-                        Fenced::Stale
-                    },
-                    "release by {actor} in {slot:?}"
-                );
+                assert_eq!(got, expected(holds), "release by {actor} in {slot:?}");
                 if holds {
                     slot = Slot::Vacant;
                 }
@@ -171,15 +164,7 @@ where
                 };
                 let got = store.renew(key, token, LEASE).await.unwrap();
                 let holds = matches!(slot, Slot::InFlight { claim: c, .. } if c == claim);
-                assert_eq!(
-                    got,
-                    if holds {
-                        Fenced::Applied
-                    } else {
-                        Fenced::Stale
-                    },
-                    "renew by {actor} in {slot:?}"
-                );
+                assert_eq!(got, expected(holds), "renew by {actor} in {slot:?}");
             }
             Op::ExpireLeases => {
                 expire(key).await;

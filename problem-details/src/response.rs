@@ -33,6 +33,23 @@ impl Problem {
     }
 }
 
+/// A `Retry-After` delay (RFC 9110 §10.2.3) for a wait: whole seconds, rounded up so that
+/// waiting exactly that long is enough, and never 0, which clients read as "retry at once".
+/// Every guardrail that asks a client to come back later formats its wait with this.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_problem_details::retry_after_seconds;
+///
+/// assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+/// assert_eq!(retry_after_seconds(Duration::from_millis(1001)), 2);
+/// assert_eq!(retry_after_seconds(Duration::from_secs(60)), 60);
+/// ```
+pub fn retry_after_seconds(wait: std::time::Duration) -> u64 {
+    let whole = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    whole.max(1)
+}
+
 /// Sets the headers every problem response carries, replacing any previous values.
 pub(crate) fn set_problem_headers(headers: &mut http::HeaderMap) {
     headers.insert(

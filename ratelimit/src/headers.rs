@@ -1,7 +1,5 @@
 //! The response headers: `RateLimit-Policy`, `RateLimit`, `Retry-After`, legacy `X-RateLimit-*`.
 
-use std::time::Duration;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 use sfv::{KeyRef, ListSerializer, StringRef};
 
@@ -69,11 +67,6 @@ fn ratelimit_header(policies: &[Policy], decisions: &Decisions) -> HeaderValue {
     }
     let text = list.finish().expect("a limiter has at least one policy");
     HeaderValue::try_from(text).expect("structured fields are visible ASCII")
-}
-
-/// `Retry-After` in whole seconds, rounded up and never 0: waiting exactly that long is enough.
-pub(crate) fn retry_after_seconds(wait: Duration) -> u64 {
-    ceil_secs(wait).max(1)
 }
 
 /// Writes the headers every response gets.

@@ -3,10 +3,9 @@
 use bytes::Bytes;
 use http::header::RETRY_AFTER;
 use http::{HeaderValue, Response};
-use tower_problem_details::{Problem, ProblemCatalog, ProblemKind};
+use tower_problem_details::{Problem, ProblemCatalog, ProblemKind, retry_after_seconds};
 
 use crate::decision::Decisions;
-use crate::headers::retry_after_seconds;
 use crate::policy::Policy;
 
 /// The problem member listing the policies that refused a request.

@@ -56,9 +56,7 @@ impl Clock {
 
 /// Whole seconds from `now` until `later`, rounded up, at least 1.
 pub(crate) fn seconds_until(now: SystemTime, later: SystemTime) -> u64 {
-    let left = later.duration_since(now).unwrap_or(Duration::ZERO);
-    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-    secs.max(1)
+    tower_problem_details::retry_after_seconds(later.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]

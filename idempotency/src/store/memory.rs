@@ -112,7 +112,10 @@ impl MemoryStore {
     }
 
     fn start_sweeper(&self) {
-        if self.inner.sweeper.swap(true, Ordering::Relaxed) {
+        // A read first: a write on every claim would bounce the flag between cores.
+        if self.inner.sweeper.load(Ordering::Relaxed)
+            || self.inner.sweeper.swap(true, Ordering::Relaxed)
+        {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -140,7 +143,8 @@ impl MemoryStore {
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
         let inner = &self.inner;
-        if inner.entries.len() >= inner.max_entries && !inner.entries.contains_key(&key) {
+        // Counting entries visits every shard: only a new key needs it.
+        if !inner.entries.contains_key(&key) && inner.entries.len() >= inner.max_entries {
             inner.make_room(now)?;
         }
         // A token only for a claim that wins: drawing one costs a system call.

@@ -31,49 +31,27 @@ end
 return {1, v, redis.call('PTTL', KEYS[1])}
 ";
 
-/// Replaces the claim held by a token with the completed record.
+/// Acts on the claim held by a token, only while that token holds it (compare-and-set):
+/// `complete`, `release` and `renew` are one script, so the fence is written once.
 ///
 /// - `KEYS[1]`: the record.
 /// - `ARGV[1]`: the fence, `F` and the token (17 bytes).
-/// - `ARGV[2]`: the completed value (`C`, then the record).
-/// - `ARGV[3]`: the record lifetime in milliseconds.
+/// - `ARGV[2]`: the action: `complete` (`ARGV[3]` the completed value, `ARGV[4]` its lifetime
+///   in milliseconds), `release`, or `renew` (`ARGV[3]` the new lease in milliseconds).
 /// - Returns 1 when applied, 0 when the token no longer holds the key.
-const COMPLETE: &str = r"
+const FENCED: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 17) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
+if not v or string.sub(v, 1, 17) ~= ARGV[1] then
+  return 0
 end
-return 0
-";
-
-/// Deletes the claim held by a token.
-///
-/// - `KEYS[1]`: the record.
-/// - `ARGV[1]`: the fence, `F` and the token (17 bytes).
-/// - Returns 1 when applied, 0 when the token no longer holds the key.
-const RELEASE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 17) == ARGV[1] then
+if ARGV[2] == 'complete' then
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+elseif ARGV[2] == 'release' then
   redis.call('DEL', KEYS[1])
-  return 1
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-return 0
-";
-
-/// Extends the lease of the claim held by a token.
-///
-/// - `KEYS[1]`: the record.
-/// - `ARGV[1]`: the fence, `F` and the token (17 bytes).
-/// - `ARGV[2]`: the new lease in milliseconds, from now.
-/// - Returns 1 when applied, 0 when the token no longer holds the key.
-const RENEW: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, 17) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0
+return 1
 ";
 
 /// The default time one store operation may take before it counts as failed (250 ms).
@@ -105,9 +83,7 @@ pub struct RedisStore<C = ConnectionManager> {
     prefix: Arc<str>,
     timeout: Duration,
     claim_script: Arc<Script>,
-    complete_script: Arc<Script>,
-    release_script: Arc<Script>,
-    renew_script: Arc<Script>,
+    fenced_script: Arc<Script>,
 }
 
 impl RedisStore<ConnectionManager> {
@@ -157,9 +133,7 @@ where
             prefix: Arc::from(prefix),
             timeout: DEFAULT_TIMEOUT,
             claim_script: Arc::new(Script::new(CLAIM)),
-            complete_script: Arc::new(Script::new(COMPLETE)),
-            release_script: Arc::new(Script::new(RELEASE)),
-            renew_script: Arc::new(Script::new(RENEW)),
+            fenced_script: Arc::new(Script::new(FENCED)),
         })
     }
 
@@ -178,12 +152,7 @@ where
     /// Fails when the server cannot be reached.
     pub async fn preload(&self) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();
-        for script in [
-            &self.claim_script,
-            &self.complete_script,
-            &self.release_script,
-            &self.renew_script,
-        ] {
+        for script in [&self.claim_script, &self.fenced_script] {
             script.load_async(&mut connection).await.map_err(|e| {
                 StoreError::new("cannot load the idempotency scripts", Some(Box::new(e)))
             })?;
@@ -261,18 +230,23 @@ where
             Ok(value) => value,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
-        let args = vec![fence(token).to_vec(), value, millis(ttl)];
-        self.eval(&self.complete_script, &key, args, parse_fenced)
+        let args = vec![
+            fence(token).to_vec(),
+            b"complete".to_vec(),
+            value,
+            millis(ttl),
+        ];
+        self.eval(&self.fenced_script, &key, args, parse_fenced)
     }
 
     fn release(&self, key: StoreKey, token: FencingToken) -> StoreFuture<Fenced> {
-        let args = vec![fence(token).to_vec()];
-        self.eval(&self.release_script, &key, args, parse_fenced)
+        let args = vec![fence(token).to_vec(), b"release".to_vec()];
+        self.eval(&self.fenced_script, &key, args, parse_fenced)
     }
 
     fn renew(&self, key: StoreKey, token: FencingToken, lease: Duration) -> StoreFuture<Fenced> {
-        let args = vec![fence(token).to_vec(), millis(lease)];
-        self.eval(&self.renew_script, &key, args, parse_fenced)
+        let args = vec![fence(token).to_vec(), b"renew".to_vec(), millis(lease)];
+        self.eval(&self.fenced_script, &key, args, parse_fenced)
     }
 }
 
