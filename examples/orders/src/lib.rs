@@ -275,20 +275,19 @@ impl Guardrails {
             let prefix = version.prefix();
             let list = handlers::list_orders
                 .layer(CursorLayer::<OrderPosition>::new(self.paginator.clone()));
-            let mut router = Router::new()
-                .route(
-                    &format!("{prefix}/orders"),
-                    post(handlers::create_order).get(list),
-                )
+            // On the POST handlers only, so another method on these paths still gets its 405.
+            let (create, cancel) = match &idempotency {
+                Some(layer) => (
+                    post(handlers::create_order.layer(layer.clone())),
+                    post(handlers::cancel_order.layer(layer.clone())),
+                ),
+                None => (post(handlers::create_order), post(handlers::cancel_order)),
+            };
+            let router = Router::new()
+                .route(&format!("{prefix}/orders"), create.get(list))
                 .route(&format!("{prefix}/orders/{{id}}"), get(handlers::get_order))
-                .route(
-                    &format!("{prefix}/orders/{{id}}/cancel"),
-                    post(handlers::cancel_order),
-                )
+                .route(&format!("{prefix}/orders/{{id}}/cancel"), cancel)
                 .layer(Extension(version));
-            if let Some(layer) = &idempotency {
-                router = router.layer(layer.clone());
-            }
             router.with_state(state.clone())
         };
         let v1 = version(ApiVersion::V1).layer(self.v1_sunset.clone().on_deprecated_call(
