@@ -114,9 +114,19 @@ impl Database {
                 .execute(&pool)
                 .await?;
         }
-        for statement in SCHEMA {
-            sqlx::query(*statement).execute(&pool).await?;
+        // In one transaction, and on PostgreSQL under an advisory lock: instances starting
+        // together would otherwise race on `CREATE TABLE IF NOT EXISTS` (a unique violation
+        // in PostgreSQL's catalog).
+        let mut transaction = pool.begin().await?;
+        if backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7428001)")
+                .execute(&mut *transaction)
+                .await?;
         }
+        for statement in SCHEMA {
+            sqlx::query(*statement).execute(&mut *transaction).await?;
+        }
+        transaction.commit().await?;
         let keyset = Keyset::builder()
             .column("created_at", SortOrder::Desc)
             .unique_column("id", SortOrder::Desc)

@@ -43,6 +43,9 @@ struct Args {
     /// The report's and chart's title.
     #[arg(long, default_value = "Retry storm")]
     title: String,
+    /// A line under the title saying how the service was run.
+    #[arg(long, default_value = "")]
+    about: String,
     /// Exits 1 when any order is duplicated or missing, or any 5xx or bad 429 was seen.
     #[arg(long)]
     check: bool,
@@ -51,7 +54,16 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = std::env::args()
+        .map(|arg| {
+            if arg.contains(' ') {
+                format!("'{arg}'")
+            } else {
+                arg
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
     let storm = Storm {
         urls: args
             .urls
@@ -75,7 +87,11 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let markdown = report.markdown(&args.title, &command);
+    let mut markdown = report.markdown(&args.title, &command);
+    if !args.about.is_empty() {
+        let title_end = markdown.find('\n').unwrap_or(0);
+        markdown.insert_str(title_end + 1, &format!("\n{}\n", args.about));
+    }
     #[allow(clippy::print_stdout)] // The report is the program's output.
     {
         println!("{markdown}");
