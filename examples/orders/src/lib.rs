@@ -15,7 +15,7 @@
 //! |---|---|
 //! | [`ProblemLayer`] | gives every request its id first, so every later log line and problem carries it; turns bare errors (axum's 405, a body over the limit) and panics into problems, so nothing below can answer anything but problem+json |
 //! | [`observe`](observe::observe) | sees the final status of every request, rejections included, for the access log and metrics |
-//! | [`authenticate`](auth::authenticate) | finds the tenant; everything below keys on it, and an unauthenticated request costs nothing more |
+//! | [`authenticate`] | finds the tenant; everything below keys on it, and an unauthenticated request costs nothing more |
 //! | [`RateLimitLayer`] per tenant | sheds load before any database or idempotency work, so a storm is stopped at its cheapest point |
 //! | [`SunsetLayer`] (`/v1` only) | every `/v1` response, rejections below included, says `Deprecation`/`Sunset`; after the sunset, 410 without touching the store |
 //! | [`IdempotencyLayer`] (POSTs) | inside the rate limit, so a refused request never claims a key; just outside the handler, so the stored response is exactly what the handler said |

@@ -100,7 +100,7 @@ impl ApiVersion {
         match object.get("items") {
             None => errors.push(items_pointer, "is required"),
             Some(Value::Array(list)) if list.is_empty() || list.len() > MAX_ITEMS => {
-                errors.push(items_pointer, format!("must hold 1 to {MAX_ITEMS} items"))
+                errors.push(items_pointer, format!("must hold 1 to {MAX_ITEMS} items"));
             }
             Some(Value::Array(list)) => {
                 for (index, item) in list.iter().enumerate() {

@@ -9,7 +9,7 @@ use http_body_util::BodyExt;
 use orders::{App, Config};
 use tower::ServiceExt;
 
-/// Every `orders_*` metric name in `text` (PromQL inside JSON or YAML).
+/// Every `orders_*` metric name in `text` (queries inside JSON or YAML).
 fn metric_names(text: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let bytes = text.as_bytes();
