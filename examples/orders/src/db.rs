@@ -103,8 +103,14 @@ impl Database {
             Backend::Sqlite => sqlite_url(url)?,
             Backend::Postgres => url.to_owned(),
         };
+        // Every connection to `:memory:` opens a database of its own: keep to one.
+        let max_connections = if url.contains(":memory:") {
+            1
+        } else {
+            max_connections.max(1)
+        };
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections.max(1))
+            .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
             .connect(&url)
             .await?;
