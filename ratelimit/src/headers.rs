@@ -28,21 +28,16 @@ fn name(policy: &Policy) -> &StringRef {
     StringRef::from_str(policy.name()).expect("policy names are checked to be plain ASCII")
 }
 
-/// `"burst";q=20;w=2, "hourly";q=1000;w=3600`: for GCRA, `q` is the burst and `w` the time
-/// the bucket takes to refill from empty (whole seconds, rounded up), so `q/w` is the rate.
+/// `"burst";q=80;w=2, "hourly";q=2000;w=3600`. For GCRA, `w` is the time the bucket takes to
+/// refill from empty (whole seconds, rounded up, at least 1) and `q` the most the policy can
+/// admit in any window of `w` seconds: a full bucket plus every unit that refills during the
+/// window. So `q` never understates what a client may send, whatever the burst and rate
+/// (`prop_policy_header_never_understates` checks it against the algorithm itself).
 pub(crate) fn policy_header(policies: &[Policy]) -> HeaderValue {
     let mut list = ListSerializer::new();
     for policy in policies {
         let (quota, window) = match policy.algorithm() {
-            Algorithm::Gcra(quota) => (
-                quota.burst(),
-                ceil_secs(
-                    quota
-                        .emission_interval()
-                        .saturating_mul(u32::try_from(quota.burst()).unwrap_or(u32::MAX)),
-                )
-                .max(1),
-            ),
+            Algorithm::Gcra(quota) => gcra_quota_window(&quota),
             Algorithm::SlidingWindow { limit, window } => (limit, window.as_secs()),
         };
         let _ = list
@@ -52,6 +47,20 @@ pub(crate) fn policy_header(policies: &[Policy]) -> HeaderValue {
     }
     let text = list.finish().expect("a limiter has at least one policy");
     HeaderValue::try_from(text).expect("structured fields are visible ASCII")
+}
+
+/// `(q, w)` of a GCRA quota: see [`policy_header`].
+fn gcra_quota_window(quota: &crate::policy::Quota) -> (u64, u64) {
+    let interval = u128::from(quota.emission_interval_nanos().max(1));
+    let refill = interval.saturating_mul(u128::from(quota.burst()));
+    let window_secs = refill.div_ceil(1_000_000_000).max(1);
+    // Within a closed window of w: the full bucket at its start, then one unit per interval.
+    let refilled = window_secs * 1_000_000_000 / interval;
+    let narrow = |value: u128| u64::try_from(value).unwrap_or(u64::MAX);
+    (
+        quota.burst().saturating_add(narrow(refilled)),
+        narrow(window_secs),
+    )
 }
 
 /// `"burst";r=5;t=1, "hourly";r=900`: `t` is left out when the quota is full.
@@ -94,4 +103,64 @@ fn stamp_legacy(headers: &mut HeaderMap, decision: &Decision) {
         X_RATELIMIT_RESET,
         HeaderValue::from(ceil_secs(decision.reset())),
     );
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+
+    use super::gcra_quota_window;
+    use crate::gcra::check;
+    use crate::policy::Quota;
+
+    /// The most a greedy client gets admitted in the closed window `[0, w]`, starting from a
+    /// full bucket, by asking again the moment the algorithm says it may.
+    fn admitted_in_window(quota: &Quota, window: Duration) -> u64 {
+        let interval = quota.emission_interval_nanos();
+        let end = u64::try_from(window.as_nanos()).expect("a short window");
+        let (mut tat, mut now, mut admitted) = (0_u64, 0_u64, 0_u64);
+        while now <= end {
+            let (decision, new_tat) = check(tat, now, interval, quota.burst(), 1);
+            match new_tat {
+                Some(new_tat) => {
+                    tat = new_tat;
+                    admitted += 1;
+                }
+                None => {
+                    let wait = decision.retry_after().expect("a refusal says when");
+                    now += u64::try_from(wait.as_nanos()).expect("a short wait").max(1);
+                }
+            }
+        }
+        admitted
+    }
+
+    #[test]
+    fn ten_per_second_with_a_burst_of_one_says_ten_per_second() {
+        let quota = Quota::per_second(10)
+            .and_then(|q| q.with_burst(1))
+            .expect("valid");
+        assert_eq!(gcra_quota_window(&quota), (11, 1));
+        assert_eq!(admitted_in_window(&quota, Duration::from_secs(1)), 11);
+    }
+
+    proptest! {
+        #[test]
+        fn prop_policy_header_never_understates(
+            limit in 1_u64..=200,
+            period_secs in prop::sample::select(vec![1_u64, 2, 10, 60]),
+            burst in 1_u64..=200,
+        ) {
+            let quota = Quota::new(limit, Duration::from_secs(period_secs))
+                .and_then(|q| q.with_burst(burst))
+                .expect("valid");
+            let (q, w) = gcra_quota_window(&quota);
+            prop_assert!(w >= 1);
+            let admitted = admitted_in_window(&quota, Duration::from_secs(w));
+            // Never understated, and exact: no more than the algorithm admits either.
+            prop_assert_eq!(q, admitted, "limit {} per {} s, burst {}", limit, period_secs, burst);
+        }
+    }
 }

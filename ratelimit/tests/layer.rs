@@ -78,7 +78,7 @@ async fn a_request_sent_exactly_at_retry_after_is_admitted() {
         .unwrap();
     assert_eq!(wait, 30);
     assert_eq!(refused.headers()["cache-control"], "no-store");
-    assert_eq!(refused.headers()["ratelimit-policy"], r#""slow";q=2;w=60"#);
+    assert_eq!(refused.headers()["ratelimit-policy"], r#""slow";q=4;w=60"#);
     assert_eq!(refused.headers()["ratelimit"], r#""slow";r=0;t=30"#);
     assert_eq!(
         refused.extensions().get::<RateLimitRejection>(),

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tower_problem_details::ProblemKind;
 
 use crate::order::hex;
-use crate::problems::Problems;
+use crate::problems::{AMBIGUOUS_REQUEST, Problems};
 
 /// The caller, as found by [`authenticate`]: `ten_` and a hash of its API key. The key itself
 /// is never stored or logged.
@@ -48,13 +48,19 @@ pub enum ApiKeys {
 }
 
 impl ApiKeys {
-    /// The configured list, or demo mode when it is empty.
+    /// The configured list, or demo mode when it is empty. Keys are taken as they are: trim
+    /// them first ([`Config::api_keys`](crate::Config::api_keys) does).
     pub fn from_list(keys: &[String]) -> Self {
         if keys.is_empty() {
             ApiKeys::AnyWellFormed
         } else {
             ApiKeys::Only(Arc::new(keys.iter().cloned().collect()))
         }
+    }
+
+    /// Whether any well-formed key is accepted (no list was configured).
+    pub fn is_demo(&self) -> bool {
+        matches!(self, ApiKeys::AnyWellFormed)
     }
 
     fn accepts(&self, key: &str) -> bool {
@@ -87,6 +93,20 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
+    if request
+        .headers()
+        .get_all(AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        // Two credentials: refuse rather than guess which one the client meant.
+        return state
+            .problems
+            .service(AMBIGUOUS_REQUEST)
+            .with_detail("Send one `Authorization` header, not several.")
+            .into_response::<Body>();
+    }
     let header = request.headers().get(AUTHORIZATION);
     let key = header
         .and_then(|value| value.to_str().ok())

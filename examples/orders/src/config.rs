@@ -1,9 +1,9 @@
 //! The service's configuration: command-line flags, each also an environment variable.
 
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// The orders service.
 ///
@@ -77,18 +77,131 @@ pub struct Config {
     #[arg(long, env = "ORDERS_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
 
-    /// How long shutdown waits for requests in flight before it gives up, in seconds.
+    /// How long a request waits for a database connection (and a new connection for its
+    /// handshake) before it is answered 503 `database-unavailable`, in milliseconds.
+    #[arg(
+        long,
+        env = "ORDERS_DATABASE_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1_000
+    )]
+    pub database_acquire_timeout_ms: u64,
+
+    /// How long shutdown waits for requests in flight before it gives up, in seconds. The
+    /// process exits within it, even with a database that never answers.
     #[arg(long, env = "ORDERS_SHUTDOWN_GRACE_SECONDS", default_value_t = 30)]
     pub shutdown_grace_seconds: u64,
+
+    /// The connection and request limits of the edge.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// What one client may cost the service: every bound of the edge, each a flag and an
+/// environment variable.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Limits {
+    /// The most open client connections. When a new one arrives at the cap, the oldest idle
+    /// connection is closed to make room (or, with none idle, the new one is refused). Also
+    /// capped at the process's open-file limit less a reserve of 64 descriptors for the
+    /// database, Redis and the runtime.
+    #[arg(long, env = "ORDERS_MAX_CONNECTIONS", default_value_t = 1_024)]
+    pub max_connections: usize,
+
+    /// How long a client may take to send a request head, from its first byte, in
+    /// milliseconds; then the connection is closed.
+    #[arg(long, env = "ORDERS_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+
+    /// How long a request body may stall between two reads, in milliseconds; then the request
+    /// is answered 408 `request-timeout` and the connection closed.
+    #[arg(long, env = "ORDERS_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
+
+    /// How long a connection may stay idle (no request in flight, nothing received), in
+    /// milliseconds; then it is closed. Keep-alive and HTTP/2 connections alike.
+    #[arg(long, env = "ORDERS_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
+
+    /// The deadline of every request, body included, in milliseconds. Past it the handler's
+    /// work is cancelled (and the database's statement too: PostgreSQL's
+    /// `statement_timeout` is set to it) and the answer is 503 `deadline-exceeded` with
+    /// `Retry-After`, or 408 `request-timeout` if the client was still sending its body.
+    #[arg(long, env = "ORDERS_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
+    pub request_timeout_ms: u64,
+
+    /// The largest request body, in bytes; larger ones are answered 413 `payload-too-large`.
+    #[arg(long, env = "ORDERS_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// How much of a refused request's body is read and thrown away, in bytes, so that a
+    /// client that writes its whole body before reading sees the answer. A longer body gets
+    /// the answer and a closed connection.
+    #[arg(long, env = "ORDERS_MAX_DISCARD_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_discard_bytes: u64,
+
+    /// The largest request head, in bytes: HTTP/1's read buffer, HTTP/2's header list.
+    /// Larger heads are refused by the protocol layer (HTTP/1: 431).
+    #[arg(long, env = "ORDERS_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: u32,
+
+    /// The most concurrent streams on one HTTP/2 connection.
+    #[arg(
+        long,
+        env = "ORDERS_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 64
+    )]
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Limits {
+    /// See [`Limits::header_read_timeout_ms`].
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    /// See [`Limits::body_timeout_ms`].
+    pub fn body_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_timeout_ms)
+    }
+
+    /// See [`Limits::idle_timeout_ms`].
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    /// See [`Limits::request_timeout_ms`].
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
 }
 
 impl Config {
-    /// The defaults, as `orders` with no flags and no environment would run, with another
-    /// database. For tests and benches.
+    /// The defaults, as `orders` with no flags would run, with another database. For tests
+    /// and benches: the process's `ORDERS_*` environment is not read.
+    ///
+    /// # Panics
+    ///
+    /// Never: the defaults parse.
     pub fn with_database(database: impl Into<String>) -> Self {
-        let mut config = Config::parse_from(["orders"]);
+        // clap reads `env` values while parsing; a command whose arguments forget their
+        // environment variables gives the pure defaults.
+        let command = Config::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command
+            .try_get_matches_from(["orders"])
+            .expect("the defaults parse");
+        let mut config = Config::from_arg_matches(&matches).expect("the defaults parse");
         config.database = database.into();
         config
+    }
+
+    /// The accepted API keys, each trimmed of surrounding white space (`--api-keys "a, b"`);
+    /// empty entries are dropped.
+    pub fn api_keys(&self) -> Vec<String> {
+        self.api_keys
+            .iter()
+            .map(|key| key.trim().to_owned())
+            .filter(|key| !key.is_empty())
+            .collect()
     }
 }
 

@@ -12,8 +12,62 @@ use tower_cursor::{Keyset, PageRequest, Placeholders, SortOrder};
 
 use crate::order::{Item, NewOrder, Order, Status, new_order_id};
 
-/// A database error; logged with the request id, answered as a 500 `internal` problem.
+/// A database error; logged with the request id. [`failure`] says how it is answered.
 pub type DbError = sqlx::Error;
+
+/// What a database error means for the request that met it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The database is down, unreachable, overloaded or its pool exhausted: 503
+    /// `database-unavailable`, worth retrying soon.
+    Unavailable,
+    /// The statement ran past its `statement_timeout` (the request deadline): 503
+    /// `deadline-exceeded`.
+    Deadline,
+    /// Anything else (a bug, a corrupt row): 500 `internal`.
+    Internal,
+}
+
+/// Classifies a database error.
+pub fn failure(error: &DbError) -> Failure {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => Failure::Unavailable,
+        sqlx::Error::Database(error) => match error.code().as_deref() {
+            // PostgreSQL `query_canceled`: our statement_timeout.
+            Some("57014") => Failure::Deadline,
+            // PostgreSQL: connection exceptions (class 08), shutting down or starting up,
+            // too many connections, out of resources. SQLite: BUSY and LOCKED (with their
+            // extended codes), after the busy timeout.
+            Some(code)
+                if code.starts_with("08")
+                    || code.starts_with("53")
+                    || matches!(code, "57P01" | "57P02" | "57P03")
+                    || matches!(code, "5" | "6" | "261" | "262" | "517") =>
+            {
+                Failure::Unavailable
+            }
+            _ => Failure::Internal,
+        },
+        _ => Failure::Internal,
+    }
+}
+
+/// How the pool behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolOptions {
+    /// The most connections.
+    pub max_connections: u32,
+    /// How long a caller waits for a connection, a new connection's handshake included.
+    pub acquire_timeout: Duration,
+    /// The longest a statement may run (PostgreSQL `statement_timeout`, SQLite
+    /// `busy_timeout`), so the database stops when the request's deadline passes.
+    pub statement_timeout: Duration,
+}
 
 /// The keys of one page position: `(created_at, id)`.
 pub type OrderPosition = (i64, String);
@@ -87,7 +141,7 @@ impl Database {
     /// # Errors
     ///
     /// When the URL is not SQLite or PostgreSQL, or the database cannot be reached.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, DbError> {
+    pub async fn connect(url: &str, options: PoolOptions) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("sqlite:") {
             Backend::Sqlite
@@ -107,11 +161,26 @@ impl Database {
         let max_connections = if url.contains(":memory:") {
             1
         } else {
-            max_connections.max(1)
+            options.max_connections.max(1)
+        };
+        let timeout_ms = options.statement_timeout.as_millis().max(1);
+        // Integers only, formatted from a u128: no value reaches the SQL text unchecked.
+        let session = match backend {
+            Backend::Postgres => format!("SET statement_timeout = {timeout_ms}"),
+            Backend::Sqlite => format!("PRAGMA busy_timeout = {timeout_ms}"),
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(options.acquire_timeout)
+            .after_connect(move |connection, _| {
+                let session = session.clone();
+                Box::pin(async move {
+                    sqlx::raw_sql(AssertSqlSafe(session))
+                        .execute(&mut *connection)
+                        .await
+                        .map(drop)
+                })
+            })
             .connect(&url)
             .await?;
         if backend == Backend::Sqlite && !url.contains(":memory:") {
@@ -359,7 +428,7 @@ impl Database {
             .try_get("n")
     }
 
-    /// Closes the pool, waiting for connections in use.
+    /// Closes the pool, waiting for connections in use (callers bound the wait).
     pub async fn close(&self) {
         self.pool.close().await;
     }

@@ -5,7 +5,9 @@
 //! let config = orders::Config::with_database("sqlite://orders.db");
 //! let app = orders::App::build(&config).await?;
 //! let listener = tokio::net::TcpListener::bind(config.listen).await?;
-//! axum::serve(listener, app.router()).await?;
+//! let grace = std::time::Duration::from_secs(config.shutdown_grace_seconds);
+//! orders::serve::serve(listener, app.router(), &config.limits, std::future::pending(), grace)
+//!     .await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -13,11 +15,13 @@
 //!
 //! | layer | why here |
 //! |---|---|
+//! | [`serve`](serve::serve) (the connection) | bounds what a connection holds before any request exists: the connection cap, the head and idle timeouts, HTTP/2's stream and header limits |
 //! | [`ProblemLayer`] | gives every request its id first, so every later log line and problem carries it; turns bare errors (axum's 405, a body over the limit) and panics into problems, so nothing below can answer anything but problem+json |
-//! | [`observe`](observe::observe) | sees the final status of every request, rejections included, for the access log and metrics |
+//! | [`observe`](observe::observe) | sees the final status of every request, the edge's 501/408/503 included, for the access log and metrics |
+//! | [`edge`](edge::edge) | refuses unknown methods before they cost anything; the request deadline (503 `deadline-exceeded`, cancelling the work); the body inactivity timeout (408); reads away a refused body so the client sees the answer |
+//! | [`SunsetLayer`] (`/v1` only) | every `/v1` response, the 401 and 429 included, says `Deprecation`/`Sunset`; after the sunset, 410 before authentication and the rate limit, so a retired API spends no quota |
 //! | [`authenticate`] | finds the tenant; everything below keys on it, and an unauthenticated request costs nothing more |
-//! | [`RateLimitLayer`] per tenant | sheds load before any database or idempotency work, so a storm is stopped at its cheapest point |
-//! | [`SunsetLayer`] (`/v1` only) | every `/v1` response, rejections below included, says `Deprecation`/`Sunset`; after the sunset, 410 without touching the store |
+//! | [`RateLimitLayer`] per tenant | one budget per tenant across `/v1` and `/v2`; sheds load before any database or idempotency work, so a storm is stopped at its cheapest point |
 //! | [`IdempotencyLayer`] (POSTs) | inside the rate limit, so a refused request never claims a key; just outside the handler, so the stored response is exactly what the handler said |
 //! | [`CursorLayer`] (`GET` lists) | validates `limit` and `cursor` into a [`PageRequest`] before the handler |
 //!
@@ -26,12 +30,16 @@
 pub mod auth;
 mod config;
 pub mod db;
+pub mod edge;
 pub mod handlers;
+pub mod json;
 pub mod observe;
 pub mod order;
 pub mod problems;
 pub mod representation;
+pub mod serve;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -48,30 +56,105 @@ use tower_cursor::{
     CursorCodec, CursorLayer, CursorSecret, KeyId, KeyRing, Paginator, QueryFingerprint,
 };
 use tower_idempotency::{IdempotencyLayer, IdempotencyStore, Scope};
-use tower_problem_details::{ProblemCatalog, ProblemKind, ProblemLayer};
+use tower_problem_details::ProblemLayer;
 use tower_ratelimit::{KeyExtractor, Policy, Quota, RateLimitKey, RateLimitLayer, RateLimitStore};
 use tower_sunset::{Link, SunsetLayer, UriRef};
 
 use self::auth::{ApiKeys, AuthState, Tenant, authenticate};
-pub use self::config::Config;
-use self::db::{Database, OrderPosition};
+pub use self::config::{Config, Limits};
+use self::db::{Database, OrderPosition, PoolOptions};
+use self::edge::EdgeState;
 use self::problems::{NOT_READY, Problems};
 use self::representation::ApiVersion;
-
-/// The largest request body accepted: 1 MiB. Larger ones are answered 413 `payload-too-large`.
-pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
 
 /// The contract, served at `GET /openapi.yaml`.
 pub const OPENAPI: &str = include_str!("../openapi.yaml");
 
-/// What the handlers share.
+/// How long `/ready` waits for each dependency.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The guardrail stores.
+#[derive(Clone)]
+pub enum Stores {
+    /// In this process's memory (the embedded default): forgotten on restart.
+    Memory {
+        /// Idempotency records.
+        idempotency: tower_idempotency::MemoryStore,
+        /// Rate-limit state.
+        ratelimit: tower_ratelimit::MemoryStore,
+    },
+    /// In Redis, shared by every instance, on one connection.
+    Redis {
+        /// Idempotency records.
+        idempotency: tower_idempotency::RedisStore,
+        /// Rate-limit state.
+        ratelimit: tower_ratelimit::RedisStore,
+    },
+    /// DEMO ONLY: no idempotency, no rate limit.
+    Off,
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stores::Memory { .. } => "Stores::Memory",
+            Stores::Redis { .. } => "Stores::Redis",
+            Stores::Off => "Stores::Off",
+        })
+    }
+}
+
+/// Everything the service is built from: its configuration and its connections.
 #[derive(Clone, Debug)]
 pub struct AppState {
+    /// The configuration.
+    pub config: Arc<Config>,
     /// The order store.
     pub db: Database,
     /// The problem builder.
     pub problems: Problems,
+    /// The guardrail stores.
+    pub stores: Stores,
     redis: Option<ConnectionManager>,
+}
+
+impl AppState {
+    /// Connects to the database (and Redis, when configured): the service's only I/O before
+    /// it serves.
+    ///
+    /// # Errors
+    ///
+    /// When a dependency cannot be reached or its URL is invalid.
+    pub async fn connect(config: &Config) -> Result<Self, BuildError> {
+        let limits = &config.limits;
+        let pool = PoolOptions {
+            max_connections: config.database_max_connections,
+            acquire_timeout: Duration::from_millis(config.database_acquire_timeout_ms),
+            statement_timeout: limits.request_timeout(),
+        };
+        let db = Database::connect(&config.database, pool)
+            .await
+            .map_err(|e| fail("cannot open the database")(&e))?;
+        let redis = match &config.redis {
+            None => None,
+            Some(url) => Some(redis_connection(url).await?),
+        };
+        let stores = match (&redis, config.demo_disable_guardrails) {
+            (_, true) => Stores::Off,
+            (None, false) => Stores::Memory {
+                idempotency: tower_idempotency::MemoryStore::new(),
+                ratelimit: tower_ratelimit::MemoryStore::new(),
+            },
+            (Some(connection), false) => redis_stores(connection, &config.redis_prefix).await?,
+        };
+        Ok(AppState {
+            config: Arc::new(config.clone()),
+            db,
+            problems: Problems::default(),
+            stores,
+            redis,
+        })
+    }
 }
 
 /// A failure to start.
@@ -98,93 +181,19 @@ pub struct App {
 }
 
 impl App {
-    /// Connects to the database (and Redis, when configured) and composes the service.
+    /// Connects ([`AppState::connect`]) and composes the service ([`app`]).
     ///
     /// # Errors
     ///
     /// When a dependency cannot be reached or the configuration is inconsistent (for example
     /// a sunset before the deprecation, or a cursor secret shorter than 32 bytes).
     pub async fn build(config: &Config) -> Result<Self, BuildError> {
-        observe::prometheus();
-        let db = Database::connect(&config.database, config.database_max_connections)
-            .await
-            .map_err(|e| fail("cannot open the database")(&e))?;
-        let problems = Problems::new(ProblemCatalog::default());
-        let redis = match &config.redis {
-            None => None,
-            Some(url) => Some(redis_connection(url).await?),
-        };
-        let state = AppState {
-            db,
-            problems,
-            redis,
-        };
-        let guardrails = Guardrails::new(config, &state.problems)?;
-        let api = match (&config.redis, config.demo_disable_guardrails) {
-            (_, true) => {
-                tracing::warn!(
-                    "DEMO ONLY: guardrails are off (no idempotency, no rate limit); \
-                     retries will create duplicate orders"
-                );
-                guardrails.api(
-                    &state,
-                    None::<Stores<tower_idempotency::MemoryStore, tower_ratelimit::MemoryStore>>,
-                )
-            }
-            (None, false) => guardrails.api(
-                &state,
-                Some(Stores {
-                    idempotency: tower_idempotency::MemoryStore::new(),
-                    ratelimit: tower_ratelimit::MemoryStore::new(),
-                }),
-            ),
-            (Some(url), false) => {
-                let idempotency = tower_idempotency::RedisStore::connect(
-                    url,
-                    &format!("{}:idem", config.redis_prefix),
-                )
-                .await
-                .map_err(|e| fail("cannot reach Redis for idempotency")(&e))?;
-                let ratelimit = tower_ratelimit::RedisStore::connect(
-                    url,
-                    &format!("{}:rl", config.redis_prefix),
-                )
-                .await
-                .map_err(|e| fail("cannot reach Redis for rate limits")(&e))?;
-                guardrails.api(
-                    &state,
-                    Some(Stores {
-                        idempotency,
-                        ratelimit,
-                    }),
-                )
-            }
-        };
-        let public = Router::new()
-            .route("/health", get(health))
-            .route("/ready", get(ready))
-            .route("/metrics", get(metrics))
-            .route("/openapi.yaml", get(openapi))
-            .with_state(state.clone());
-        let fallback_problems = state.problems.clone();
-        let router = api
-            .merge(public)
-            .fallback(move || {
-                let problems = fallback_problems.clone();
-                async move {
-                    problems
-                        .kind(ProblemKind::NotFound)
-                        .with_detail("No such resource.")
-                        .into_response::<Body>()
-                }
-            })
-            .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
-            .layer(middleware::from_fn(observe::observe))
-            .layer(ProblemLayer::new().catalog(state.problems.catalog().clone()));
+        let state = AppState::connect(config).await?;
+        let router = app(&state)?;
         Ok(App { router, state })
     }
 
-    /// The service, ready for `axum::serve`.
+    /// The service, ready for [`serve::serve`].
     pub fn router(&self) -> Router {
         self.router.clone()
     }
@@ -195,10 +204,57 @@ impl App {
     }
 }
 
-/// The two guardrail stores.
-struct Stores<I, R> {
-    idempotency: I,
-    ratelimit: R,
+/// The whole service as a router, with no I/O: every layer in the order the crate docs give.
+///
+/// # Errors
+///
+/// When the configuration is inconsistent (a sunset before the deprecation, a cursor secret
+/// shorter than 32 bytes, a zero rate).
+pub fn app(state: &AppState) -> Result<Router, BuildError> {
+    observe::prometheus();
+    let config = &state.config;
+    let guardrails = Guardrails::new(config, &state.problems)?;
+    if guardrails.keys.is_demo() {
+        tracing::warn!(
+            "DEMO MODE: no --api-keys given, so any well-formed API key is accepted and is its \
+             own tenant; give --api-keys in production"
+        );
+    }
+    let edge = EdgeState::new(state.problems.clone(), &config.limits);
+    let api = match state.stores.clone() {
+        Stores::Off => {
+            tracing::warn!(
+                "DEMO ONLY: guardrails are off (no idempotency, no rate limit); \
+                 retries will create duplicate orders"
+            );
+            guardrails.api::<tower_idempotency::MemoryStore, tower_ratelimit::MemoryStore>(
+                state, &edge, None,
+            )
+        }
+        Stores::Memory {
+            idempotency,
+            ratelimit,
+        } => guardrails.api(state, &edge, Some((idempotency, ratelimit))),
+        Stores::Redis {
+            idempotency,
+            ratelimit,
+        } => guardrails.api(state, &edge, Some((idempotency, ratelimit))),
+    };
+    let public = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/openapi.yaml", get(openapi))
+        .route("/problems/{slug}", get(problems::page))
+        .method_not_allowed_fallback(problems::method_not_allowed)
+        .fallback(problems::no_such_resource)
+        .layer(middleware::from_fn_with_state(edge, edge::edge))
+        .with_state(state.clone());
+    Ok(api
+        .merge(public)
+        .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
+        .layer(middleware::from_fn(observe::observe))
+        .layer(ProblemLayer::new().catalog(state.problems.catalog().clone())))
 }
 
 /// The configuration every API route shares.
@@ -207,6 +263,7 @@ struct Guardrails {
     paginator: Paginator,
     quota: Quota,
     v1_sunset: SunsetLayer,
+    max_body: usize,
 }
 
 impl Guardrails {
@@ -248,87 +305,142 @@ impl Guardrails {
             .gone_after_sunset(true)
             .catalog(problems.catalog().clone());
         Ok(Guardrails {
-            keys: ApiKeys::from_list(&config.api_keys),
+            keys: ApiKeys::from_list(&config.api_keys()),
             paginator,
             quota,
             v1_sunset,
+            max_body: config.limits.max_body_bytes,
         })
     }
 
     /// The authenticated API, both versions, with the guardrails when `stores` is given.
-    fn api<I, R>(&self, state: &AppState, stores: Option<Stores<I, R>>) -> Router
+    fn api<I, R>(&self, state: &AppState, edge: &EdgeState, stores: Option<(I, R)>) -> Router
     where
         I: IdempotencyStore + 'static,
         R: RateLimitStore + Send + Sync + 'static,
         RateLimitLayer<R>: Clone,
     {
-        let idempotency = stores.as_ref().map(|stores| {
-            IdempotencyLayer::new(
-                stores.idempotency.clone(),
-                Scope::from_fn(|parts| Tenant::of_request(parts).map(|t| t.as_str().to_owned())),
-            )
-            .require_key()
-            .max_request_body(MAX_REQUEST_BODY)
-            .catalog(state.problems.catalog().clone())
-        });
-        let version = |version: ApiVersion| {
-            let prefix = version.prefix();
-            let list = handlers::list_orders
-                .layer(CursorLayer::<OrderPosition>::new(self.paginator.clone()));
-            // On the POST handlers only, so another method on these paths still gets its 405.
-            let (create, cancel) = match &idempotency {
-                Some(layer) => (
-                    post(handlers::create_order.layer(layer.clone())),
-                    post(handlers::cancel_order.layer(layer.clone())),
-                ),
-                None => (post(handlers::create_order), post(handlers::cancel_order)),
-            };
-            let router = Router::new()
-                .route(&format!("{prefix}/orders"), create.get(list))
-                .route(&format!("{prefix}/orders/{{id}}"), get(handlers::get_order))
-                .route(&format!("{prefix}/orders/{{id}}/cancel"), cancel)
-                .layer(Extension(version));
-            router.with_state(state.clone())
+        let (idempotency, limit) = match stores {
+            None => (None, None),
+            Some((idempotency, ratelimit)) => (
+                Some(self.idempotency(state, idempotency)),
+                Some(self.rate_limit(state, ratelimit)),
+            ),
         };
-        let v1 = version(ApiVersion::V1).layer(self.v1_sunset.clone().on_deprecated_call(
-            |_: &Request<Body>, phase| {
-                observe::count_deprecated_call("v1", phase);
-            },
-        ));
-        let mut api = v1.merge(version(ApiVersion::V2));
-        if let Some(stores) = stores {
-            let policy = Policy::gcra("per-key", self.quota).expect("a valid policy name");
-            let limit = RateLimitLayer::new(
-                stores.ratelimit,
-                [policy],
-                KeyExtractor::from_fn(|parts| {
-                    Tenant::of_request(parts).map(|t| RateLimitKey::new(t.as_str()))
-                }),
-            )
-            .expect("one valid policy")
-            .catalog(state.problems.catalog().clone())
-            .on_decision(observe::count_decision);
-            api = api.layer(limit);
-        }
-        api.layer(middleware::from_fn_with_state(
+        let auth = middleware::from_fn_with_state(
             AuthState {
                 keys: self.keys.clone(),
                 problems: state.problems.clone(),
             },
             authenticate,
-        ))
+        );
+        let version = |version: ApiVersion| {
+            let mut router = self.routes(state, version, idempotency.as_ref());
+            // One rate-limit layer, so one budget per tenant across both versions.
+            if let Some(limit) = &limit {
+                router = router.layer(limit.clone());
+            }
+            router
+                .layer(auth.clone())
+                .layer(middleware::from_fn_with_state(edge.clone(), edge::edge))
+        };
+        // Outside the edge, authentication and the rate limit: the 401, 429, 408 and 503
+        // carry the headers too, and the 410 after the sunset costs no quota.
+        let v1 = version(ApiVersion::V1).layer(self.v1_sunset.clone().on_deprecated_call(
+            |_: &Request<Body>, phase| {
+                observe::count_deprecated_call("v1", phase);
+            },
+        ));
+        v1.merge(version(ApiVersion::V2))
+    }
+
+    /// One version's routes, with idempotency on the POST handlers and cursors on the lists.
+    fn routes<I: IdempotencyStore + 'static>(
+        &self,
+        state: &AppState,
+        version: ApiVersion,
+        idempotency: Option<&IdempotencyLayer<I>>,
+    ) -> Router {
+        let prefix = version.prefix();
+        let list =
+            handlers::list_orders.layer(CursorLayer::<OrderPosition>::new(self.paginator.clone()));
+        // On the POST handlers only, so another method on these paths still gets its 405.
+        let (create, cancel) = match idempotency {
+            Some(layer) => (
+                post(handlers::create_order.layer(layer.clone())),
+                post(handlers::cancel_order.layer(layer.clone())),
+            ),
+            None => (post(handlers::create_order), post(handlers::cancel_order)),
+        };
+        Router::new()
+            .route(&format!("{prefix}/orders"), create.get(list))
+            .route(&format!("{prefix}/orders/{{id}}"), get(handlers::get_order))
+            .route(&format!("{prefix}/orders/{{id}}/cancel"), cancel)
+            .method_not_allowed_fallback(problems::method_not_allowed)
+            .layer(Extension(version))
+            .with_state(state.clone())
+    }
+
+    fn idempotency<I: IdempotencyStore>(&self, state: &AppState, store: I) -> IdempotencyLayer<I> {
+        IdempotencyLayer::new(
+            store,
+            Scope::from_fn(|parts| Tenant::of_request(parts).map(|t| t.as_str().to_owned())),
+        )
+        .require_key()
+        .max_request_body(self.max_body)
+        .catalog(state.problems.catalog().clone())
+    }
+
+    fn rate_limit<R>(&self, state: &AppState, store: R) -> RateLimitLayer<R>
+    where
+        R: RateLimitStore + Send + Sync + 'static,
+    {
+        let policy = Policy::gcra("per-key", self.quota).expect("a valid policy name");
+        RateLimitLayer::new(
+            store,
+            [policy],
+            KeyExtractor::from_fn(|parts| {
+                Tenant::of_request(parts).map(|t| RateLimitKey::new(t.as_str()))
+            }),
+        )
+        .expect("one valid policy")
+        .catalog(state.problems.catalog().clone())
+        .on_decision(observe::count_decision)
     }
 }
 
+/// One reconnecting Redis connection: both stores and `/ready` share it.
 async fn redis_connection(url: &str) -> Result<ConnectionManager, BuildError> {
     let client = redis::Client::open(url).map_err(|e| fail("--redis")(&e))?;
+    // No response timeout here: each store bounds its own calls, and `/ready` its PING.
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(1)))
-        .set_number_of_retries(1);
+        .set_response_timeout(None)
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
     ConnectionManager::new_with_config(client, config)
         .await
         .map_err(|e| fail("cannot reach Redis")(&e))
+}
+
+async fn redis_stores(connection: &ConnectionManager, prefix: &str) -> Result<Stores, BuildError> {
+    let idempotency =
+        tower_idempotency::RedisStore::new(connection.clone(), &format!("{prefix}:idem"))
+            .map_err(|e| fail("--redis-prefix")(&e))?;
+    idempotency
+        .preload()
+        .await
+        .map_err(|e| fail("cannot reach Redis for idempotency")(&e))?;
+    let ratelimit = tower_ratelimit::RedisStore::new(connection.clone(), &format!("{prefix}:rl"))
+        .map_err(|e| fail("--redis-prefix")(&e))?;
+    ratelimit
+        .preload()
+        .await
+        .map_err(|e| fail("cannot reach Redis for rate limits")(&e))?;
+    Ok(Stores::Redis {
+        idempotency,
+        ratelimit,
+    })
 }
 
 /// `GET /health`: the process is up.
@@ -336,27 +448,48 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /ready`: the database and Redis (when configured) answer.
+/// `GET /ready`: the database and Redis (when configured) answer, each within
+/// [`READY_TIMEOUT`].
 async fn ready(State(app): State<AppState>) -> Response {
     let mut failures = Vec::new();
-    if let Err(error) = app.db.ping().await {
-        tracing::warn!(%error, "readiness: database");
-        failures.push("database");
+    match tokio::time::timeout(READY_TIMEOUT, app.db.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness: database");
+            failures.push("database");
+        }
+        Err(_) => {
+            tracing::warn!("readiness: the database did not answer within a second");
+            failures.push("database");
+        }
     }
     if let Some(mut redis) = app.redis.clone() {
-        let ping: Result<String, _> = redis::cmd("PING").query_async(&mut redis).await;
-        if let Err(error) = ping {
-            tracing::warn!(%error, "readiness: redis");
-            failures.push("redis");
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(READY_TIMEOUT, ping.query_async::<String>(&mut redis)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "readiness: redis");
+                failures.push("redis");
+            }
+            Err(_) => {
+                tracing::warn!("readiness: Redis did not answer within a second");
+                failures.push("redis");
+            }
         }
     }
     if failures.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        app.problems
+        let mut response = app
+            .problems
             .service(NOT_READY)
             .with_detail(format!("Not reachable: {}.", failures.join(", ")))
-            .into_response::<Body>()
+            .into_response::<Body>();
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            HeaderValue::from(problems::RETRY_AFTER_SECONDS),
+        );
+        response
     }
 }
 

@@ -1,6 +1,5 @@
 //! `orders`: runs the orders service. See `orders --help`.
 
-use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
@@ -8,7 +7,7 @@ use orders::{App, Config};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
-async fn main() -> ExitCode {
+async fn main() {
     // One JSON object per line: the access log (target `orders::access`) and everything else.
     tracing_subscriber::fmt()
         .json()
@@ -20,13 +19,16 @@ async fn main() -> ExitCode {
         )
         .init();
     let config = Config::parse();
-    match run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match run(config).await {
+        Ok(()) => 0,
         Err(error) => {
             tracing::error!(%error, "orders stopped");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Exit now: the runtime's drop would otherwise wait for tasks still stuck on a
+    // dependency, and the grace period is over.
+    std::process::exit(code);
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
@@ -39,29 +41,31 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         guardrails = !config.demo_disable_guardrails,
         "orders listening"
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app.router()).with_graceful_shutdown({
-        let mut stop_rx = stop_rx.clone();
-        async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        }
-    });
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    let mut grace_rx = stop_rx;
-    let deadline = async move {
-        let _ = grace_rx.wait_for(|stop| *stop).await;
-        tokio::time::sleep(grace).await;
+    // One deadline for the whole exit: draining connections, then closing the pool.
+    let deadline = std::sync::Arc::new(std::sync::OnceLock::new());
+    let shutdown = {
+        let deadline = std::sync::Arc::clone(&deadline);
+        async move {
+            shutdown_signal().await;
+            let _ = deadline.set(tokio::time::Instant::now() + grace);
+            tracing::info!(
+                ?grace,
+                "shutting down: no new connections, finishing requests in flight"
+            );
+        }
     };
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: no new connections, waiting for requests in flight");
-        let _ = stop_tx.send(true);
-    });
-    tokio::select! {
-        result = server => result?,
-        () = deadline => tracing::warn!(?grace, "requests still in flight after the grace period; stopping"),
+    orders::serve::serve(listener, app.router(), &config.limits, shutdown, grace).await?;
+    let deadline = deadline
+        .get()
+        .copied()
+        .unwrap_or_else(tokio::time::Instant::now);
+    if tokio::time::timeout_at(deadline, app.database().close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the database did not close within the grace period; exiting anyway");
     }
-    app.database().close().await;
     tracing::info!("stopped");
     Ok(())
 }

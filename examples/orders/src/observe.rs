@@ -10,6 +10,14 @@
 //! | `orders_ratelimit_decisions_total` | counter | `decision` |
 //! | `orders_idempotency_outcomes_total` | counter | `outcome`, `reason` |
 //! | `orders_deprecated_calls_total` | counter | `version`, `phase` |
+//! | `orders_connections_open` | gauge | |
+//! | `orders_connections_closed_total` | counter | `reason` (`shed_idle`, `refused`) |
+//!
+//! Every label takes its values from a fixed set: `route` is the matched route template (or
+//! `unmatched`), `method` one of RFC 9110's methods or `other`, `status` a status code. Every
+//! access-log field is bounded too: the request id is the problem layer's (at most 200
+//! visible ASCII characters), the tenant a fixed-length hash; nothing the client chose
+//! freely (a method, a path, a header) is logged verbatim.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -24,6 +32,7 @@ use tower_ratelimit::{DecisionEvent, Decisions, Outcome, RateLimitRejection};
 use tower_sunset::Phase;
 
 use crate::auth::Tenant;
+use crate::edge::method_label;
 
 /// Requests by route, method and status.
 pub const HTTP_REQUESTS: &str = "orders_http_requests_total";
@@ -35,6 +44,36 @@ pub const RATELIMIT_DECISIONS: &str = "orders_ratelimit_decisions_total";
 pub const IDEMPOTENCY_OUTCOMES: &str = "orders_idempotency_outcomes_total";
 /// Calls to the deprecated `/v1`.
 pub const DEPRECATED_CALLS: &str = "orders_deprecated_calls_total";
+/// Open client connections.
+pub const CONNECTIONS_OPEN: &str = "orders_connections_open";
+/// Connections closed by the connection cap.
+pub const CONNECTIONS_CLOSED: &str = "orders_connections_closed_total";
+
+/// Every metric with its HELP text, described once when the recorder is installed.
+const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        HTTP_REQUESTS,
+        "HTTP requests answered, by route template, method and status.",
+    ),
+    (
+        HTTP_DURATION,
+        "Time to answer an HTTP request, by route template, in seconds.",
+    ),
+    (RATELIMIT_DECISIONS, "Rate-limit decisions, by decision."),
+    (
+        IDEMPOTENCY_OUTCOMES,
+        "Idempotency-Key outcomes, by outcome and rejection reason.",
+    ),
+    (
+        DEPRECATED_CALLS,
+        "Calls to a deprecated API version, by version and phase.",
+    ),
+    (CONNECTIONS_OPEN, "Client connections open now."),
+    (
+        CONNECTIONS_CLOSED,
+        "Client connections closed or refused by the connection cap, by reason.",
+    ),
+];
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -59,8 +98,35 @@ pub fn prometheus() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
         }
+        describe();
         handle
     })
+}
+
+fn describe() {
+    for &(name, help) in DESCRIPTIONS {
+        match name {
+            CONNECTIONS_OPEN => metrics::describe_gauge!(name, help),
+            HTTP_DURATION => metrics::describe_histogram!(name, metrics::Unit::Seconds, help),
+            _ => metrics::describe_counter!(name, help),
+        }
+    }
+    // Registered at zero, so that dashboards see the series before the first event.
+    metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
+}
+
+/// Sets the number of open client connections.
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "a connection count is far below 2^52"
+)]
+pub fn set_open_connections(open: usize) {
+    metrics::gauge!(CONNECTIONS_OPEN).set(open as f64);
+}
+
+/// Counts one connection closed (`shed_idle`) or refused (`refused`) by the connection cap.
+pub fn count_connection(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
 }
 
 /// Middleware, just inside the problem layer: counts and times every request and writes
@@ -71,7 +137,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let request_id = request
         .extensions()
         .get::<RequestId>()
@@ -96,7 +162,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     };
     let tenant = extensions.get::<Tenant>().map_or("", Tenant::as_str);
 
-    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string())
+    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.to_string())
         .increment(1);
     metrics::histogram!(HTTP_DURATION, "route" => route.clone()).record(latency.as_secs_f64());
     if idempotency != "none" {
@@ -106,7 +172,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     tracing::info!(
         target: "orders::access",
         request_id,
-        method = %method,
+        method,
         route,
         status,
         latency_ms = duration_ms(latency),

@@ -1,0 +1,310 @@
+//! The request edge: what every request gets before any route sees it.
+//!
+//! - a method outside RFC 9110's set is answered 501 `method-not-implemented` at once, so an
+//!   unknown method costs nothing and never becomes a metric label or a log field;
+//! - the request deadline: past it the inner work is dropped (cancelled) and the answer is
+//!   503 `deadline-exceeded` with `Retry-After`, or 408 `request-timeout` when the client was
+//!   still sending its body;
+//! - the body inactivity timeout: a body that stalls longer than it is answered 408
+//!   `request-timeout` and the connection closed;
+//! - the rest of a refused body (a 413, a 401 to a client that sent a body) is read and
+//!   thrown away, up to a byte bound and within the body timeout, so that a client that writes
+//!   its whole body before it reads sees the answer instead of a reset connection (nginx's
+//!   lingering close does the same). Past the bound the answer goes out with
+//!   `Connection: close`.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT};
+use http::{HeaderValue, Method};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::time::{Instant, Sleep};
+
+use crate::config::Limits;
+use crate::problems::{DEADLINE_EXCEEDED, METHOD_NOT_IMPLEMENTED, Problems};
+
+/// What the edge needs.
+#[derive(Clone, Debug)]
+pub struct EdgeState {
+    /// The problem builder.
+    pub problems: Problems,
+    /// The deadline of a whole request.
+    pub request_timeout: Duration,
+    /// The longest a body may stall between two frames.
+    pub body_timeout: Duration,
+    /// The most bytes of a refused body read and thrown away.
+    pub max_discard_bytes: u64,
+}
+
+impl EdgeState {
+    /// The edge for these limits.
+    pub fn new(problems: Problems, limits: &Limits) -> Self {
+        EdgeState {
+            problems,
+            request_timeout: limits.request_timeout(),
+            body_timeout: limits.body_timeout(),
+            max_discard_bytes: limits.max_discard_bytes,
+        }
+    }
+}
+
+/// The label of a method: one of RFC 9110's (and PATCH), or `other`. A fixed set of values,
+/// for metrics and logs.
+pub fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::TRACE, "TRACE"),
+        (Method::PATCH, "PATCH"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(known, _)| known == method)
+        .map_or("other", |(_, label)| label)
+}
+
+/// Middleware: the edge (see the module docs).
+pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
+    if method_label(request.method()) == "other" {
+        return edge
+            .problems
+            .service(METHOD_NOT_IMPLEMENTED)
+            .with_detail("Use one of GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH.")
+            .into_response::<Body>();
+    }
+    let expects_continue = request.headers().contains_key(EXPECT);
+    let declared = declared_length(&request);
+    let (parts, body) = request.into_parts();
+    let (body, watch) = WatchedBody::new(body, edge.body_timeout);
+    let request = Request::from_parts(parts, Body::new(body));
+
+    let response = match tokio::time::timeout(edge.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) if watch.is_receiving() => {
+            return edge
+                .problems
+                .request_timeout("The request body was still arriving at the request deadline.");
+        }
+        Err(_) => {
+            tracing::warn!(deadline = ?edge.request_timeout, "request deadline exceeded; work cancelled");
+            return edge.problems.unavailable(
+                DEADLINE_EXCEEDED,
+                "The request did not finish in time and was cancelled.",
+            );
+        }
+    };
+    if watch.timed_out() {
+        return edge
+            .problems
+            .request_timeout("The request body stalled; nothing was processed.");
+    }
+    match watch.unread_rest() {
+        None => response,
+        // Draining would first send `100 Continue`, inviting the very body being refused.
+        Some(_) if expects_continue && !watch.was_polled() => close(response),
+        Some(_) if declared.is_some_and(|n| n > edge.max_discard_bytes) => close(response),
+        Some(rest) => {
+            if discard(rest, edge.max_discard_bytes, edge.body_timeout).await {
+                response
+            } else {
+                close(response)
+            }
+        }
+    }
+}
+
+fn declared_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+}
+
+fn close(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Reads and drops the rest of a body, at most `max` bytes, no frame more than `stall` apart.
+/// Whether it reached the end.
+async fn discard(mut body: Body, max: u64, stall: Duration) -> bool {
+    let mut read = 0_u64;
+    loop {
+        match tokio::time::timeout(stall, body.frame()).await {
+            Ok(None) => return true,
+            Ok(Some(Ok(frame))) => {
+                read += frame.data_ref().map_or(0, |data| data.len() as u64);
+                if read > max {
+                    return false;
+                }
+            }
+            Ok(Some(Err(_))) | Err(_) => return false,
+        }
+    }
+}
+
+/// What the edge learns of a request body while the routes read it.
+#[derive(Debug, Default)]
+struct Watch {
+    /// The routes polled it at least once.
+    polled: AtomicBool,
+    /// It reached its end.
+    ended: AtomicBool,
+    /// It stalled past the body timeout.
+    timed_out: AtomicBool,
+    /// The body, handed back unfinished when the routes dropped it.
+    rest: Mutex<Option<Body>>,
+}
+
+/// The edge's side of a [`WatchedBody`].
+#[derive(Clone, Debug)]
+struct BodyWatch(Arc<Watch>);
+
+impl BodyWatch {
+    fn was_polled(&self) -> bool {
+        self.0.polled.load(Ordering::Acquire)
+    }
+
+    /// Being read and not finished: the client is the one who is slow.
+    fn is_receiving(&self) -> bool {
+        self.was_polled() && !self.0.ended.load(Ordering::Acquire)
+    }
+
+    fn timed_out(&self) -> bool {
+        self.0.timed_out.load(Ordering::Acquire)
+    }
+
+    fn unread_rest(&self) -> Option<Body> {
+        self.0.rest.lock().ok()?.take()
+    }
+}
+
+/// The request body as the routes see it: the inactivity timeout, and the unread rest
+/// handed back to the edge on drop.
+struct WatchedBody {
+    inner: Option<Body>,
+    stall: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    watch: Arc<Watch>,
+}
+
+impl WatchedBody {
+    fn new(inner: Body, stall: Duration) -> (Self, BodyWatch) {
+        let watch = Arc::new(Watch::default());
+        if inner.is_end_stream() {
+            watch.ended.store(true, Ordering::Release);
+        }
+        let body = WatchedBody {
+            inner: Some(inner),
+            stall,
+            timer: None,
+            watch: Arc::clone(&watch),
+        };
+        (body, BodyWatch(watch))
+    }
+}
+
+/// The body stalled past the body timeout.
+#[derive(Debug)]
+struct BodyStalled;
+
+impl std::fmt::Display for BodyStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body stalled past the body timeout")
+    }
+}
+
+impl std::error::Error for BodyStalled {}
+
+impl HttpBody for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        this.watch.polled.store(true, Ordering::Release);
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                this.watch.ended.store(true, Ordering::Release);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(frame)) => {
+                if let Some(timer) = this.timer.as_mut() {
+                    timer.as_mut().reset(Instant::now() + this.stall);
+                }
+                Poll::Ready(Some(frame))
+            }
+            Poll::Pending => {
+                let stall = this.stall;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.watch.timed_out.store(true, Ordering::Release);
+                    this.inner = None;
+                    return Poll::Ready(Some(Err(axum::Error::new(BodyStalled))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        let unfinished = !self.watch.ended.load(Ordering::Acquire)
+            && !self.watch.timed_out.load(Ordering::Acquire);
+        if let (true, Some(inner)) = (unfinished, self.inner.take()) {
+            if let Ok(mut rest) = self.watch.rest.lock() {
+                *rest = Some(inner);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn methods_outside_rfc_9110_are_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let odd = Method::from_bytes(b"BREW").expect("a token");
+        assert_eq!(method_label(&odd), "other");
+    }
+}

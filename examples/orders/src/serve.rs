@@ -1,0 +1,403 @@
+//! The HTTP server: hyper's HTTP/1.1 and HTTP/2 behind an accept loop that bounds what each
+//! connection may hold.
+//!
+//! | bound | what happens at it |
+//! |---|---|
+//! | open connections ([`Limits::max_connections`], and the open-file limit less 64) | the oldest idle connection is closed to make room; with none idle the new one is refused |
+//! | request head ([`Limits::header_read_timeout_ms`], from its first byte) | the connection is closed |
+//! | idle connection ([`Limits::idle_timeout_ms`]: no request in flight, nothing received) | the connection is closed |
+//! | head size ([`Limits::max_header_bytes`]) | HTTP/1: 431 from hyper; HTTP/2: the stream is refused |
+//! | HTTP/2 streams per connection ([`Limits::http2_max_concurrent_streams`]) | advertised in SETTINGS; more are refused |
+//! | accept errors (out of descriptors) | the loop backs off 100 ms instead of spinning, and logs once a second at most |
+//! | shutdown (the grace period) | no new connections; open ones are asked to finish (GOAWAY, `Connection: close`); at the deadline the rest are dropped |
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::config::Limits;
+use crate::observe;
+
+/// Descriptors kept free for the database pool, Redis, SQLite's files and the runtime.
+pub const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// The connection cap in force: the configured one, lowered to fit the open-file limit.
+pub fn connection_cap(limits: &Limits) -> usize {
+    let by_descriptors = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |soft| {
+            usize::try_from(soft.saturating_sub(RESERVED_DESCRIPTORS).max(1)).unwrap_or(usize::MAX)
+        });
+    limits.max_connections.min(by_descriptors).max(1)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then for at most `grace`.
+///
+/// # Errors
+///
+/// None in practice: accept errors are retried, connection errors end their connection only.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> io::Result<()> {
+    let cap = connection_cap(limits);
+    tracing::info!(max_connections = cap, "connection cap");
+    let builder = Arc::new(builder(limits));
+    let registry = Arc::new(Registry::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let timeouts = Timeouts {
+        header: limits.header_read_timeout(),
+        idle: limits.idle_timeout(),
+    };
+    let mut accept_errors = ErrorLog::default();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    accept_errors.log(&error);
+                    // Out of descriptors (or a transient error): let connections close first.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(conn) = registry.admit(cap) else {
+            observe::count_connection("refused");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(run_connection(
+            stream,
+            router.clone(),
+            Arc::clone(&builder),
+            Arc::clone(&registry),
+            conn,
+            timeouts,
+            stop_rx.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let deadline = Instant::now() + grace;
+    tracing::info!(
+        open = registry.len(),
+        ?grace,
+        "shutting down: draining connections"
+    );
+    while registry.len() > 0 && Instant::now() < deadline {
+        let _ = tokio::time::timeout_at(deadline, registry.emptied.notified()).await;
+    }
+    if registry.len() > 0 {
+        tracing::warn!(
+            open = registry.len(),
+            "grace period over; dropping open connections"
+        );
+    }
+    Ok(())
+}
+
+fn builder(limits: &Limits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    let head = usize::try_from(limits.max_header_bytes)
+        .unwrap_or(usize::MAX)
+        .max(8192);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // The watchdog times heads from their first byte; hyper's timer would start at idle.
+        .header_read_timeout(None)
+        .max_buf_size(head);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes)
+        .max_pending_accept_reset_streams(Some(20));
+    builder
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    header: Duration,
+    idle: Duration,
+}
+
+async fn run_connection(
+    stream: TcpStream,
+    router: Router,
+    builder: Arc<Builder<TokioExecutor>>,
+    registry: Arc<Registry>,
+    conn: Arc<Conn>,
+    timeouts: Timeouts,
+    mut stop: watch::Receiver<bool>,
+) {
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        conn: Arc::clone(&conn),
+    });
+    let service = {
+        let conn = Arc::clone(&conn);
+        hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            let guard = InFlight::begin(Arc::clone(&conn));
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request.map(Body::new)).await;
+                drop(guard);
+                response
+            }
+        })
+    };
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut stopping = *stop.borrow();
+    if stopping {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => break,
+            () = conn.shed.notified() => break,
+            () = watchdog(&conn, timeouts) => break,
+            changed = stop.changed(), if !stopping => {
+                stopping = true;
+                if changed.is_ok() {
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+    registry.remove(conn.id);
+}
+
+/// Resolves when the connection has been idle, or in its request head, for too long.
+async fn watchdog(conn: &Conn, timeouts: Timeouts) {
+    // State changes (a request ends, a head starts) are noticed within a quarter of the
+    // shorter timeout, so each bound holds to within 25 %.
+    let tick = (millis(timeouts.header.min(timeouts.idle)) / 4).max(10);
+    loop {
+        let now = millis_now();
+        let deadline = if conn.in_flight.load(Ordering::Acquire) > 0 {
+            // A request in flight is bounded by the request deadline, not here.
+            u64::MAX
+        } else {
+            let first_byte = conn.first_byte_at.load(Ordering::Acquire);
+            if first_byte != 0 && !conn.http2.load(Ordering::Acquire) {
+                first_byte + millis(timeouts.header)
+            } else {
+                conn.idle_since.load(Ordering::Acquire) + millis(timeouts.idle)
+            }
+        };
+        if now >= deadline && conn.in_flight.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let wait = deadline.saturating_sub(now).clamp(1, tick);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX / 2)
+}
+
+/// Milliseconds since the first call, never 0 (0 means "none").
+fn millis_now() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(|| Instant::now() - Duration::from_millis(1));
+    millis(start.elapsed())
+}
+
+/// One open connection, as the registry and the watchdog see it.
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    in_flight: AtomicUsize,
+    /// When it last became idle.
+    idle_since: AtomicU64,
+    /// The first byte received since it became idle (a request head in progress), or 0.
+    first_byte_at: AtomicU64,
+    /// It speaks HTTP/2 (its heads are frames; only the idle timeout applies).
+    http2: AtomicBool,
+    /// Closes it, to make room for a new connection.
+    shed: Notify,
+}
+
+impl Conn {
+    fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+}
+
+/// Counts a request in flight on its connection, until dropped (answered or cancelled).
+struct InFlight(Arc<Conn>);
+
+impl InFlight {
+    fn begin(conn: Arc<Conn>) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(conn)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.first_byte_at.store(0, Ordering::Release);
+            self.0.idle_since.store(millis_now(), Ordering::Release);
+        }
+    }
+}
+
+/// The open connections, oldest first.
+#[derive(Debug, Default)]
+struct Registry {
+    open: Mutex<BTreeMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+    /// Signalled when the last connection closes.
+    emptied: Notify,
+}
+
+impl Registry {
+    /// Registers a new connection, closing the oldest idle one when at `cap`; `None` when
+    /// at the cap with none idle.
+    fn admit(&self, cap: usize) -> Option<Arc<Conn>> {
+        let mut open = self.open.lock().ok()?;
+        if open.len() >= cap {
+            let oldest_idle = open.values().find(|conn| conn.is_idle()).map(|c| c.id)?;
+            if let Some(conn) = open.remove(&oldest_idle) {
+                conn.shed.notify_one();
+                observe::count_connection("shed_idle");
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            id,
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(millis_now()),
+            first_byte_at: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+            shed: Notify::new(),
+        });
+        open.insert(id, Arc::clone(&conn));
+        observe::set_open_connections(open.len());
+        Some(conn)
+    }
+
+    fn remove(&self, id: u64) {
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(&id);
+            observe::set_open_connections(open.len());
+            if open.is_empty() {
+                self.emptied.notify_waiters();
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.open.lock().map_or(0, |open| open.len())
+    }
+}
+
+/// Logs accept errors at most once a second, with how many were not logged.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl ErrorLog {
+    fn log(&mut self, error: &io::Error) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(%error, suppressed = self.suppressed, "accept failed; backing off");
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+/// The socket, noting when a request head starts arriving.
+struct Tracked {
+    inner: TcpStream,
+    conn: Arc<Conn>,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let fresh = &buf.filled()[before..];
+        if !fresh.is_empty() {
+            let conn = &self.conn;
+            if before == 0 && fresh.starts_with(H2_PREFACE) {
+                conn.http2.store(true, Ordering::Release);
+            }
+            if conn.is_idle() && conn.first_byte_at.load(Ordering::Acquire) == 0 {
+                conn.first_byte_at.store(millis_now(), Ordering::Release);
+            }
+        }
+        result
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
