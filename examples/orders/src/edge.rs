@@ -1,7 +1,7 @@
 //! The request edge: what every request gets before any route sees it.
 //!
-//! - a method outside RFC 9110's set is answered 501 `method-not-implemented` at once, so an
-//!   unknown method costs nothing and never becomes a metric label or a log field;
+//! - a method outside RFC 9110's set is labelled `other` ([`method_label`]), so it never
+//!   becomes a metric label or a log field (routing answers it 405, or 404 off the routes);
 //! - the request deadline: past it the inner work is dropped (cancelled) and the answer is
 //!   503 `deadline-exceeded` with `Retry-After`, or 408 `request-timeout` when the client was
 //!   still sending its body;
@@ -31,7 +31,7 @@ use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::Limits;
-use crate::problems::{DEADLINE_EXCEEDED, METHOD_NOT_IMPLEMENTED, Problems};
+use crate::problems::{DEADLINE_EXCEEDED, Problems};
 
 /// What the edge needs.
 #[derive(Clone, Debug)]
@@ -80,13 +80,6 @@ pub fn method_label(method: &Method) -> &'static str {
 
 /// Middleware: the edge (see the module docs).
 pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
-    if method_label(request.method()) == "other" {
-        return edge
-            .problems
-            .service(METHOD_NOT_IMPLEMENTED)
-            .with_detail("Use one of GET, HEAD, POST, PUT, DELETE, OPTIONS, TRACE, PATCH.")
-            .into_response::<Body>();
-    }
     let expects_continue = request.headers().contains_key(EXPECT);
     let declared = declared_length(&request);
     let (parts, body) = request.into_parts();
@@ -288,10 +281,10 @@ impl Drop for WatchedBody {
     fn drop(&mut self) {
         let unfinished = !self.watch.ended.load(Ordering::Acquire)
             && !self.watch.timed_out.load(Ordering::Acquire);
-        if let (true, Some(inner)) = (unfinished, self.inner.take()) {
-            if let Ok(mut rest) = self.watch.rest.lock() {
-                *rest = Some(inner);
-            }
+        if let (true, Some(inner)) = (unfinished, self.inner.take())
+            && let Ok(mut rest) = self.watch.rest.lock()
+        {
+            *rest = Some(inner);
         }
     }
 }

@@ -25,6 +25,10 @@ use crate::representation::ApiVersion;
 /// `POST /vN/orders`: places an order. The idempotency layer has already made sure this runs
 /// once per key; the database's unique `(tenant, idempotency key)` covers a crash between the
 /// commit and the layer's record.
+///
+/// # Errors
+///
+/// The request's problem ([`ApiError`]): a client mistake, or the database failing.
 pub async fn create_order(
     State(app): State<AppState>,
     Extension(version): Extension<ApiVersion>,
@@ -77,6 +81,10 @@ pub async fn create_order(
 }
 
 /// `GET /vN/orders`: one page of the caller's orders, newest first.
+///
+/// # Errors
+///
+/// The request's problem ([`ApiError`]): a client mistake, or the database failing.
 pub async fn list_orders(
     State(app): State<AppState>,
     Extension(version): Extension<ApiVersion>,
@@ -94,6 +102,10 @@ pub async fn list_orders(
 }
 
 /// `GET /vN/orders/{id}`.
+///
+/// # Errors
+///
+/// The request's problem ([`ApiError`]): a client mistake, or the database failing.
 pub async fn get_order(
     State(app): State<AppState>,
     Extension(version): Extension<ApiVersion>,
@@ -111,6 +123,10 @@ pub async fn get_order(
 
 /// `POST /vN/orders/{id}/cancel`: a custom method (a state transition, not an update), so it
 /// is a POST, and takes an Idempotency-Key like every POST.
+///
+/// # Errors
+///
+/// The request's problem ([`ApiError`]): a client mistake, or the database failing.
 pub async fn cancel_order(
     State(app): State<AppState>,
     Extension(version): Extension<ApiVersion>,

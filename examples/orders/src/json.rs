@@ -1,4 +1,4 @@
-//! Strict JSON: a document whose objects repeat a key is refused, not guessed at (serde_json
+//! Strict JSON: a document whose objects repeat a key is refused, not guessed at (`serde_json`
 //! keeps the last value silently).
 
 use std::fmt;
@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 ///
 /// # Errors
 ///
-/// Not JSON, trailing bytes, nesting deeper than serde_json's limit (128), or a repeated key;
+/// Not JSON, trailing bytes, nesting deeper than `serde_json`'s limit (128), or a repeated key;
 /// the message says which and where.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, serde_json::Error> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);

@@ -17,8 +17,8 @@
 //! |---|---|
 //! | [`serve`](serve::serve) (the connection) | bounds what a connection holds before any request exists: the connection cap, the head and idle timeouts, HTTP/2's stream and header limits |
 //! | [`ProblemLayer`] | gives every request its id first, so every later log line and problem carries it; turns bare errors (axum's 405, a body over the limit) and panics into problems, so nothing below can answer anything but problem+json |
-//! | [`observe`](observe::observe) | sees the final status of every request, the edge's 501/408/503 included, for the access log and metrics |
-//! | [`edge`](edge::edge) | refuses unknown methods before they cost anything; the request deadline (503 `deadline-exceeded`, cancelling the work); the body inactivity timeout (408); reads away a refused body so the client sees the answer |
+//! | [`observe`](observe::observe) | sees the final status of every request, the edge's 408/503 included, for the access log and metrics |
+//! | [`edge`](edge::edge) | the request deadline (503 `deadline-exceeded`, cancelling the work); the body inactivity timeout (408); reads away a refused body so the client sees the answer |
 //! | [`SunsetLayer`] (`/v1` only) | every `/v1` response, the 401 and 429 included, says `Deprecation`/`Sunset`; after the sunset, 410 before authentication and the rate limit, so a retired API spends no quota |
 //! | [`authenticate`] | finds the tenant; everything below keys on it, and an unauthenticated request costs nothing more |
 //! | [`RateLimitLayer`] per tenant | one budget per tenant across `/v1` and `/v2`; sheds load before any database or idempotency work, so a storm is stopped at its cheapest point |

@@ -86,16 +86,9 @@ pub const SERVICE_PROBLEMS: &[ServiceProblem] = &[
         slug: METHOD_NOT_ALLOWED,
         status: StatusCode::METHOD_NOT_ALLOWED,
         title: "Request method not allowed here",
-        description: "The path exists but does not support this method. The `Allow` \
-            header names the methods it supports.",
-    },
-    ServiceProblem {
-        slug: METHOD_NOT_IMPLEMENTED,
-        status: StatusCode::NOT_IMPLEMENTED,
-        title: "Request method not implemented",
-        description: "The method is not one of RFC 9110's (GET, HEAD, POST, PUT, DELETE, \
-            CONNECT, OPTIONS, TRACE) or PATCH. The `Allow` header of a 405 names the methods \
-            a path supports.",
+        description: "The path exists but does not support this method (any method \
+            outside RFC 9110's set included). The `Allow` header names the methods it \
+            supports.",
     },
     ServiceProblem {
         slug: NOT_READY,
@@ -122,8 +115,6 @@ pub const DEADLINE_EXCEEDED: &str = "deadline-exceeded";
 pub const DATABASE_UNAVAILABLE: &str = "database-unavailable";
 /// 405: a method the path does not support.
 pub const METHOD_NOT_ALLOWED: &str = "method-not-allowed";
-/// 501: a method outside RFC 9110's.
-pub const METHOD_NOT_IMPLEMENTED: &str = "method-not-implemented";
 /// 503: a dependency (database, Redis) does not answer.
 pub const NOT_READY: &str = "not-ready";
 
@@ -272,7 +263,7 @@ pub async fn no_such_resource() -> Response {
         .into_response::<Body>()
 }
 
-/// The shared catalog's documentation: one `## \`slug\`` section per type.
+/// The shared catalog's documentation: one section per type, headed by its slug.
 const CATALOG_DOCS: &str = include_str!("../../../problem-details/docs/problems.md");
 
 /// `GET /problems/{slug}`: the page a problem's type URI leads to.
