@@ -1,14 +1,15 @@
-//! Order storage on SQLite (the default) or PostgreSQL, through one code path.
+//! Order storage on SQLite (the default) or PostgreSQL, on sqlx's native driver for each.
+//!
+//! Every statement is a constant, with `$N` placeholders that both drivers bind by number, and
+//! every row is read into a typed tuple: no SQL is assembled at run time. The keyset queries
+//! are the ones `tower-cursor` generates for this listing (a test holds them equal).
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::sqlite::SqliteConnectOptions;
-// Every dynamic statement here is assembled from constant fragments and numbered
-// placeholders; values are always bound, never formatted in.
-use sqlx::{AnyPool, AssertSqlSafe, Row};
-use tower_cursor::{Keyset, PageRequest, Placeholders, SortOrder};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use tower_cursor::{Direction, PageRequest};
 
 use crate::order::{Item, NewOrder, Order, Status, new_order_id};
 
@@ -72,7 +73,65 @@ pub struct PoolOptions {
 /// The keys of one page position: `(created_at, id)`.
 pub type OrderPosition = (i64, String);
 
-const COLUMNS: &str = "id, status, customer_id, items, currency, total, created_at, cancelled_at";
+/// An order row: id, status, customer id, items (JSON), currency, total, created at,
+/// cancelled at.
+type OrderRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+);
+
+macro_rules! columns {
+    () => {
+        "id, status, customer_id, items, currency, total, created_at, cancelled_at"
+    };
+}
+
+const INSERT: &str = "INSERT INTO orders (id, tenant, idempotency_key, request_fingerprint, \
+     status, customer_id, items, currency, total, created_at, cancelled_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL) \
+     ON CONFLICT (tenant, idempotency_key) DO NOTHING";
+const BY_KEY: &str = concat!(
+    "SELECT ",
+    columns!(),
+    ", request_fingerprint FROM orders WHERE tenant = $1 AND idempotency_key = $2"
+);
+const BY_ID: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM orders WHERE tenant = $1 AND id = $2"
+);
+// One conditional UPDATE: two concurrent cancels cannot both succeed.
+const CANCEL: &str = "UPDATE orders SET status = $1, cancelled_at = $2 \
+     WHERE tenant = $3 AND id = $4 AND status = $5";
+const COUNT: &str = "SELECT COUNT(*) FROM orders WHERE tenant = $1";
+
+/// The listing, newest first: `tower-cursor`'s keyset for `(created_at DESC, id DESC)`, whose
+/// predicate binds the boundary's `created_at` as `$2` and `id` as `$3`.
+const PAGE_FIRST: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM orders WHERE tenant = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+);
+const PAGE_AFTER: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM orders WHERE tenant = $1 AND ",
+    "(created_at, id) < ($2, $3)",
+    " ORDER BY created_at DESC, id DESC LIMIT $4"
+);
+const PAGE_BEFORE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM orders WHERE tenant = $1 AND ",
+    "(created_at, id) > ($2, $3)",
+    " ORDER BY created_at ASC, id ASC LIMIT $4"
+);
 
 /// The schema. `(tenant, idempotency_key)` is unique, so a retry whose idempotency record was
 /// lost (a crash between the commit and the store's completion) finds the order it created
@@ -130,9 +189,23 @@ pub enum Cancelled {
 /// The order store.
 #[derive(Clone, Debug)]
 pub struct Database {
-    pool: AnyPool,
-    backend: Backend,
-    keyset: Keyset,
+    pool: Pool,
+}
+
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs the same typed statement on whichever driver the pool has.
+macro_rules! on_pool {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match &$db.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
 }
 
 impl Database {
@@ -142,80 +215,45 @@ impl Database {
     ///
     /// When the URL is not SQLite or PostgreSQL, or the database cannot be reached.
     pub async fn connect(url: &str, options: PoolOptions) -> Result<Self, DbError> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
+        let pool = if url.starts_with("sqlite:") {
+            Pool::Sqlite(connect_sqlite(url, options).await?)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
+            Pool::Postgres(connect_postgres(url, options).await?)
         } else {
             return Err(sqlx::Error::Configuration(
                 format!("unsupported database URL {url:?}: use sqlite://FILE or postgres://…")
                     .into(),
             ));
         };
-        let url = match backend {
-            Backend::Sqlite => sqlite_url(url)?,
-            Backend::Postgres => url.to_owned(),
-        };
-        // Every connection to `:memory:` opens a database of its own: keep to one.
-        let max_connections = if url.contains(":memory:") {
-            1
-        } else {
-            options.max_connections.max(1)
-        };
-        let timeout_ms = options.statement_timeout.as_millis().max(1);
-        // Integers only, formatted from a u128: no value reaches the SQL text unchecked.
-        let session = match backend {
-            Backend::Postgres => format!("SET statement_timeout = {timeout_ms}"),
-            Backend::Sqlite => format!("PRAGMA busy_timeout = {timeout_ms}"),
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(options.acquire_timeout)
-            .after_connect(move |connection, _| {
-                let session = session.clone();
-                Box::pin(async move {
-                    sqlx::raw_sql(AssertSqlSafe(session))
-                        .execute(&mut *connection)
-                        .await
-                        .map(drop)
-                })
-            })
-            .connect(&url)
-            .await?;
-        if backend == Backend::Sqlite && !url.contains(":memory:") {
-            // Readers never wait for the writer; persistent for the file once set.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
-        }
+        let db = Database { pool };
+        db.create_schema().await?;
+        Ok(db)
+    }
+
+    async fn create_schema(&self) -> Result<(), DbError> {
         // In one transaction, and on PostgreSQL under an advisory lock: instances starting
         // together would otherwise race on `CREATE TABLE IF NOT EXISTS` (a unique violation
         // in PostgreSQL's catalog).
-        let mut transaction = pool.begin().await?;
-        if backend == Backend::Postgres {
-            sqlx::query("SELECT pg_advisory_xact_lock(7428001)")
-                .execute(&mut *transaction)
-                .await?;
-        }
-        for statement in SCHEMA {
-            sqlx::query(*statement).execute(&mut *transaction).await?;
-        }
-        transaction.commit().await?;
-        let keyset = Keyset::builder()
-            .column("created_at", SortOrder::Desc)
-            .unique_column("id", SortOrder::Desc)
-            .map_err(|e| sqlx::Error::Configuration(e.into()))?;
-        Ok(Database {
-            pool,
-            backend,
-            keyset,
+        on_pool!(self, |pool| {
+            let mut transaction = pool.begin().await?;
+            if self.backend() == Backend::Postgres {
+                sqlx::query("SELECT pg_advisory_xact_lock(7428001)")
+                    .execute(&mut *transaction)
+                    .await?;
+            }
+            for statement in SCHEMA {
+                sqlx::query(*statement).execute(&mut *transaction).await?;
+            }
+            transaction.commit().await
         })
     }
 
     /// The dialect.
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// Whether the database answers.
@@ -224,21 +262,10 @@ impl Database {
     ///
     /// When it does not.
     pub async fn ping(&self) -> Result<(), DbError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(drop)
-    }
-
-    fn placeholders(&self) -> Placeholders {
-        match self.backend {
-            Backend::Sqlite => Placeholders::sqlite(),
-            Backend::Postgres => Placeholders::postgres(),
-        }
-    }
-
-    fn p(&self, n: usize) -> String {
-        match self.backend {
-            Backend::Sqlite => format!("?{n}"),
-            Backend::Postgres => format!("${n}"),
-        }
+        on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(drop))
     }
 
     /// Inserts an order. With an idempotency key, a second insert with the same key returns
@@ -257,23 +284,8 @@ impl Database {
         let fingerprint = new.fingerprint();
         let items = serde_json::to_string(&new.items).map_err(|e| sqlx::Error::Encode(e.into()))?;
         let id = new_order_id();
-        let sql = format!(
-            "INSERT INTO orders (id, tenant, idempotency_key, request_fingerprint, status, \
-             customer_id, items, currency, total, created_at, cancelled_at) \
-             VALUES ({}, {}, {}, {}, {}, {}, {}, {}, {}, {}, NULL) \
-             ON CONFLICT (tenant, idempotency_key) DO NOTHING",
-            self.p(1),
-            self.p(2),
-            self.p(3),
-            self.p(4),
-            self.p(5),
-            self.p(6),
-            self.p(7),
-            self.p(8),
-            self.p(9),
-            self.p(10),
-        );
-        let inserted = sqlx::query(AssertSqlSafe(sql))
+        let total = to_i64(new.total);
+        let inserted = on_pool!(self, |pool| sqlx::query(INSERT)
             .bind(&id)
             .bind(tenant)
             .bind(idempotency_key)
@@ -282,11 +294,11 @@ impl Database {
             .bind(&new.customer_id)
             .bind(&items)
             .bind(&new.currency)
-            .bind(to_i64(new.total))
+            .bind(total)
             .bind(now_micros)
-            .execute(&self.pool)
+            .execute(pool)
             .await?
-            .rows_affected();
+            .rows_affected());
         if inserted == 1 {
             return Ok(Inserted::Created(Order {
                 id,
@@ -300,19 +312,24 @@ impl Database {
             }));
         }
         // The key was taken: find the order that took it.
-        let sql = format!(
-            "SELECT {COLUMNS}, request_fingerprint FROM orders \
-             WHERE tenant = {} AND idempotency_key = {}",
-            self.p(1),
-            self.p(2)
+        type KeyedRow = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            i64,
+            Option<i64>,
+            String,
         );
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row: KeyedRow = on_pool!(self, |pool| sqlx::query_as(BY_KEY)
             .bind(tenant)
             .bind(idempotency_key)
-            .fetch_one(&self.pool)
-            .await?;
-        let stored: String = row.try_get("request_fingerprint")?;
-        let order = order_from_row(&row)?;
+            .fetch_one(pool)
+            .await?);
+        let (a, b, c, d, e, f, g, h, stored) = row;
+        let order = order_from_row((a, b, c, d, e, f, g, h))?;
         Ok(if stored == fingerprint {
             Inserted::Existing(order)
         } else {
@@ -326,17 +343,12 @@ impl Database {
     ///
     /// Database failures.
     pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Order>, DbError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM orders WHERE tenant = {} AND id = {}",
-            self.p(1),
-            self.p(2)
-        );
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row: Option<OrderRow> = on_pool!(self, |pool| sqlx::query_as(BY_ID)
             .bind(tenant)
             .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(order_from_row).transpose()
+            .fetch_optional(pool)
+            .await?);
+        row.map(order_from_row).transpose()
     }
 
     /// Cancels the tenant's order `id` if it is pending.
@@ -350,25 +362,15 @@ impl Database {
         id: &str,
         now_micros: i64,
     ) -> Result<Cancelled, DbError> {
-        // One conditional UPDATE: two concurrent cancels cannot both succeed.
-        let sql = format!(
-            "UPDATE orders SET status = {}, cancelled_at = {} \
-             WHERE tenant = {} AND id = {} AND status = {}",
-            self.p(1),
-            self.p(2),
-            self.p(3),
-            self.p(4),
-            self.p(5)
-        );
-        let updated = sqlx::query(AssertSqlSafe(sql))
+        let updated = on_pool!(self, |pool| sqlx::query(CANCEL)
             .bind(Status::Cancelled.as_str())
             .bind(now_micros)
             .bind(tenant)
             .bind(id)
             .bind(Status::Pending.as_str())
-            .execute(&self.pool)
+            .execute(pool)
             .await?
-            .rows_affected();
+            .rows_affected());
         Ok(match (updated, self.get(tenant, id).await?) {
             (_, None) => Cancelled::NotFound,
             (1, Some(order)) => Cancelled::Done(order),
@@ -387,28 +389,29 @@ impl Database {
         tenant: &str,
         page: &PageRequest<OrderPosition>,
     ) -> Result<Vec<Order>, DbError> {
-        let placeholders = self
-            .placeholders()
-            .starting_at(2)
-            .map_err(|e| sqlx::Error::Configuration(e.into()))?;
-        let keyset = self.keyset.sql_for(page, placeholders);
-        let sql = format!(
-            "SELECT {COLUMNS} FROM orders WHERE tenant = {}{} ORDER BY {} LIMIT {}",
-            self.p(1),
-            keyset
-                .predicate()
-                .map(|p| format!(" AND {p}"))
-                .unwrap_or_default(),
-            keyset.order_by(),
-            page.fetch_limit(),
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql)).bind(tenant);
-        if let Some(position) = page.position() {
-            let (created_at, id) = position.keys();
-            query = query.bind(*created_at).bind(id.as_str());
-        }
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter().map(order_from_row).collect()
+        let limit = i64::try_from(page.fetch_limit()).unwrap_or(i64::MAX);
+        let rows: Vec<OrderRow> = match page.position() {
+            None => on_pool!(self, |pool| sqlx::query_as(PAGE_FIRST)
+                .bind(tenant)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?),
+            Some(position) => {
+                let sql = match position.direction() {
+                    Direction::After => PAGE_AFTER,
+                    Direction::Before => PAGE_BEFORE,
+                };
+                let (created_at, id) = position.keys();
+                on_pool!(self, |pool| sqlx::query_as(sql)
+                    .bind(tenant)
+                    .bind(*created_at)
+                    .bind(id.as_str())
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?)
+            }
+        };
+        rows.into_iter().map(order_from_row).collect()
     }
 
     /// How many orders a tenant has (tests, the storm tool's duplicate check).
@@ -417,33 +420,58 @@ impl Database {
     ///
     /// Database failures.
     pub async fn count(&self, tenant: &str) -> Result<i64, DbError> {
-        let sql = format!(
-            "SELECT COUNT(*) AS n FROM orders WHERE tenant = {}",
-            self.p(1)
-        );
-        sqlx::query(AssertSqlSafe(sql))
+        let (count,): (i64,) = on_pool!(self, |pool| sqlx::query_as(COUNT)
             .bind(tenant)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("n")
+            .fetch_one(pool)
+            .await?);
+        Ok(count)
     }
 
     /// Closes the pool, waiting for connections in use (callers bound the wait).
     pub async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, |pool| pool.close().await);
     }
 }
 
-fn sqlite_url(url: &str) -> Result<String, DbError> {
-    // Validate early (so a typo is a clear error) and create the file when missing.
-    SqliteConnectOptions::from_str(url)?;
-    if url.contains("mode=") || url.contains(":memory:") {
-        Ok(url.to_owned())
-    } else if url.contains('?') {
-        Ok(format!("{url}&mode=rwc"))
-    } else {
-        Ok(format!("{url}?mode=rwc"))
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+async fn connect_sqlite(url: &str, options: PoolOptions) -> Result<SqlitePool, DbError> {
+    // `busy_timeout` bounds a statement's wait for the write lock by the request deadline.
+    let mut connect = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .busy_timeout(options.statement_timeout);
+    // Every connection to `:memory:` opens a database of its own: keep to one.
+    let in_memory = url.contains(":memory:");
+    if !in_memory {
+        // Readers never wait for the writer.
+        connect = connect.journal_mode(SqliteJournalMode::Wal);
     }
+    SqlitePoolOptions::new()
+        .max_connections(if in_memory {
+            1
+        } else {
+            options.max_connections.max(1)
+        })
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
+}
+
+async fn connect_postgres(url: &str, options: PoolOptions) -> Result<PgPool, DbError> {
+    // Set at connection start-up, so the server itself stops a statement at the deadline.
+    let connect = PgConnectOptions::from_str(url)?.options([(
+        "statement_timeout",
+        millis(options.statement_timeout).to_string(),
+    )]);
+    PgPoolOptions::new()
+        .max_connections(options.max_connections.max(1))
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
 }
 
 fn to_i64(value: u64) -> i64 {
@@ -451,19 +479,50 @@ fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-fn order_from_row(row: &AnyRow) -> Result<Order, DbError> {
+fn order_from_row(row: OrderRow) -> Result<Order, DbError> {
     let corrupt = |what: &str| sqlx::Error::Decode(format!("corrupt order row: {what}").into());
-    let status: String = row.try_get("status")?;
-    let items: String = row.try_get("items")?;
-    let total: i64 = row.try_get("total")?;
+    let (id, status, customer_id, items, currency, total, created_at, cancelled_at) = row;
     Ok(Order {
-        id: row.try_get("id")?,
+        id,
         status: Status::from_name(&status).ok_or_else(|| corrupt("status"))?,
-        customer_id: row.try_get("customer_id")?,
+        customer_id,
         items: serde_json::from_str::<Vec<Item>>(&items).map_err(|_| corrupt("items"))?,
-        currency: row.try_get("currency")?,
+        currency,
         total: u64::try_from(total).map_err(|_| corrupt("total"))?,
-        created_at: row.try_get("created_at")?,
-        cancelled_at: row.try_get("cancelled_at")?,
+        created_at,
+        cancelled_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_cursor::{Keyset, Placeholders, SortOrder};
+
+    use super::*;
+
+    /// The constant keyset queries are exactly what `tower-cursor` generates for the listing.
+    #[test]
+    fn page_queries_are_the_cursor_crates_keyset() {
+        let keyset = Keyset::builder()
+            .column("created_at", SortOrder::Desc)
+            .unique_column("id", SortOrder::Desc)
+            .expect("a valid keyset");
+        let query = |direction| {
+            let placeholders = Placeholders::postgres().starting_at(2).expect("valid");
+            let sql = keyset.sql(direction, placeholders);
+            let limit = 2 + sql.binds();
+            let predicate = sql
+                .predicate()
+                .map(|p| format!(" AND {p}"))
+                .unwrap_or_default();
+            format!(
+                "SELECT {} FROM orders WHERE tenant = $1{predicate} ORDER BY {} LIMIT ${limit}",
+                columns!(),
+                sql.order_by()
+            )
+        };
+        assert_eq!(query(None), PAGE_FIRST);
+        assert_eq!(query(Some(Direction::After)), PAGE_AFTER);
+        assert_eq!(query(Some(Direction::Before)), PAGE_BEFORE);
+    }
 }
