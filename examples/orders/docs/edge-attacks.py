@@ -262,6 +262,13 @@ def timed(port: int, method: str, path: str, headers: dict | None = None,
         return type(error).__name__, time.monotonic() - started, None
 
 
+def type_of(response: Response | None) -> str:
+    """The problem type of an error answer (" `/problems/…`"), else an empty string."""
+    if response is None or response.status < 400:
+        return ""
+    return f" `{response.problem_type()}`"
+
+
 def authed(extra: dict | None = None, key: str = AUTH) -> dict:
     headers = {"Authorization": key}
     headers.update(extra or {})
@@ -616,10 +623,12 @@ def row_method_flood(binary: str):
             rss_after = service.rss_kib()
             log_growth = service.log_bytes() - log_before
             metrics = fetch_metrics(service)
+            rss_metrics = service.rss_kib()
             alive = "alive" if service.proc.poll() is None else f"exited {service.proc.returncode}"
             results.append((
                 f"1 method flood, {label}",
-                f"RSS {rss_before / 1024:.1f} → {rss_after / 1024:.1f} MiB; /metrics {metrics}; "
+                f"RSS {rss_before / 1024:.1f} → {rss_after / 1024:.1f} MiB "
+                f"({rss_metrics / 1024:.1f} MiB after /metrics); /metrics {metrics}; "
                 f"log +{log_growth:,} bytes; statuses {counts(statuses)}; "
                 f"errors {counts(errors)}; flood took {seconds:.1f} s; server {alive}"))
         finally:
@@ -776,10 +785,10 @@ def row_postgres_stopped(binary: str):
             outcome, seconds, response = timed(service.port, "GET", "/v2/orders", authed(),
                                                cap=per_request_cap)
             retry = response.header("retry-after") if response else None
-            parts.append(f"{outcome} ({seconds:.2f} s, Retry-After {retry or 'none'})")
+            parts.append(f"{outcome}{type_of(response)} ({seconds:.2f} s, Retry-After {retry or 'none'})")
         outcome, seconds, response = timed(service.port, "GET", "/ready", cap=per_request_cap)
         return (f"before: POST {created}, GET {listed}; after the cut, 5 × GET /v2/orders: "
-                f"{'; '.join(parts)}; GET /ready {outcome} in {seconds:.2f} s")
+                f"{'; '.join(parts)}; GET /ready {outcome}{type_of(response)} in {seconds:.2f} s")
     finally:
         service.close()
         proxy.close()
@@ -810,8 +819,8 @@ def row_locked_table(binary: str):
         if not held:
             return "the lock was not taken within 5 s (no measurement)"
         outcome, seconds, response = timed(service.port, "GET", "/v2/orders", authed(), cap=cap)
-        kind = f", type `{response.problem_type()}`" if response and response.status >= 400 else ""
-        return f"(before the lock: GET {listed}) GET /v2/orders {outcome}{kind} after {seconds:.2f} s"
+        return (f"(before the lock: GET {listed}) GET /v2/orders {outcome}{type_of(response)} "
+                f"after {seconds:.2f} s")
     finally:
         service.close()
         if locker:
@@ -833,8 +842,9 @@ def row_shutdown_stuck_database(binary: str):
         in_flight: dict = {}
 
         def get():
-            in_flight["outcome"], in_flight["seconds"], _ = timed(
+            outcome, in_flight["seconds"], response = timed(
                 service.port, "GET", "/v2/orders", authed(), cap=cap + 5)
+            in_flight["outcome"] = outcome + type_of(response)
 
         getter = threading.Thread(target=get, daemon=True)
         getter.start()
@@ -898,13 +908,16 @@ def row_two_authorizations(binary: str):
     """Two Authorization header lines, each a valid key of a different tenant."""
     service = Service(binary, "twoauth").start()
     try:
+        create_order(service, "two-auth-1")  # one order for key one's tenant, none for key two's
         conn = Conn(service.port)
         conn.send((f"GET /v2/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY_ONE}\r\n"
                    f"Authorization: Bearer {KEY_TWO}\r\nConnection: close\r\n\r\n").encode())
         response = conn.read_response()
         conn.close()
-        kind = response.problem_type() if response.status >= 400 else "(not a problem)"
-        return f"{response.status}, type `{kind}`"
+        if response.status >= 400:
+            return f"{response.status}, type `{response.problem_type()}`"
+        tenant = "the first" if (response.json() or {}).get("data") else "the second"
+        return f"{response.status}, not a problem: answered as {tenant} key's tenant"
     finally:
         service.close()
 

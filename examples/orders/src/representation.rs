@@ -4,12 +4,17 @@
 //! is money: v1 sends amounts as bare integers beside one `currency`, v2 sends every amount as
 //! a `{"amount", "currency"}` object. v1's additive change (no version bump) is
 //! `cancelled_at`.
+//!
+//! Responses are serde types per version ([`OrderV1`], [`OrderV2`]). Requests are read by hand
+//! from a parsed document, because every mistake is reported at once with its JSON Pointer,
+//! which serde's derive (first error only, no pointer) cannot do.
 
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use tower_problem_details::{JsonPointer, ValidationErrors};
 
 use crate::order::{
-    Item, MAX_ITEMS, MAX_QUANTITY, MAX_UNIT_PRICE, NewOrder, Order, format_timestamp,
+    Item, MAX_ITEMS, MAX_QUANTITY, MAX_UNIT_PRICE, NewOrder, Order, Status, format_timestamp,
 };
 
 /// An API version.
@@ -21,6 +26,87 @@ pub enum ApiVersion {
     V2,
 }
 
+/// An order as one version writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum OrderBody {
+    /// `/v1`.
+    V1(OrderV1),
+    /// `/v2`.
+    V2(OrderV2),
+}
+
+/// `/v1`'s order: amounts are bare minor units beside one `currency`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrderV1 {
+    /// `ord_…`.
+    pub id: String,
+    /// `pending` or `cancelled`.
+    pub status: Status,
+    /// `cus_…`.
+    pub customer_id: String,
+    /// The lines.
+    pub items: Vec<ItemV1>,
+    /// The sum of the lines, in minor units.
+    pub total: u64,
+    /// A lower-case ISO 4217 code.
+    pub currency: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC; added to v1 without a version bump (additive).
+    pub cancelled_at: Option<String>,
+}
+
+/// A `/v1` line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ItemV1 {
+    /// The stock keeping unit.
+    pub sku: String,
+    /// How many units.
+    pub quantity: u64,
+    /// Minor units.
+    pub unit_price: u64,
+}
+
+/// `/v2`'s order: every amount is a [`Money`] object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OrderV2 {
+    /// `ord_…`.
+    pub id: String,
+    /// `pending` or `cancelled`.
+    pub status: Status,
+    /// `cus_…`.
+    pub customer_id: String,
+    /// The lines.
+    pub items: Vec<ItemV2>,
+    /// The sum of the lines.
+    pub total: Money,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// RFC 3339, UTC.
+    pub cancelled_at: Option<String>,
+}
+
+/// A `/v2` line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ItemV2 {
+    /// The stock keeping unit.
+    pub sku: String,
+    /// How many units.
+    pub quantity: u64,
+    /// The price of one unit.
+    pub unit_price: Money,
+}
+
+/// `/v2`'s amount: minor units and their currency.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Money {
+    /// Minor units.
+    pub amount: u64,
+    /// A lower-case ISO 4217 code.
+    pub currency: String,
+}
+
 impl ApiVersion {
     /// The path prefix (`/v1`).
     pub fn prefix(self) -> &'static str {
@@ -30,43 +116,53 @@ impl ApiVersion {
         }
     }
 
-    /// The version's JSON for an order.
-    pub fn render(self, order: &Order) -> Value {
-        let money = |amount: u64| match self {
-            ApiVersion::V1 => json!(amount),
-            ApiVersion::V2 => json!({ "amount": amount, "currency": order.currency }),
-        };
-        let items: Vec<Value> = order
-            .items
-            .iter()
-            .map(|item| {
-                json!({
-                    "sku": item.sku,
-                    "quantity": item.quantity,
-                    "unit_price": money(item.unit_price),
+    /// The version's representation of an order, ready to serialize.
+    pub fn render(self, order: &Order) -> OrderBody {
+        let created_at = format_timestamp(order.created_at);
+        let cancelled_at = order.cancelled_at.map(format_timestamp);
+        match self {
+            ApiVersion::V1 => OrderBody::V1(OrderV1 {
+                id: order.id.clone(),
+                status: order.status,
+                customer_id: order.customer_id.clone(),
+                items: order
+                    .items
+                    .iter()
+                    .map(|item| ItemV1 {
+                        sku: item.sku.clone(),
+                        quantity: item.quantity,
+                        unit_price: item.unit_price,
+                    })
+                    .collect(),
+                total: order.total,
+                currency: order.currency.clone(),
+                created_at,
+                cancelled_at,
+            }),
+            ApiVersion::V2 => {
+                let money = |amount| Money {
+                    amount,
+                    currency: order.currency.clone(),
+                };
+                OrderBody::V2(OrderV2 {
+                    id: order.id.clone(),
+                    status: order.status,
+                    customer_id: order.customer_id.clone(),
+                    items: order
+                        .items
+                        .iter()
+                        .map(|item| ItemV2 {
+                            sku: item.sku.clone(),
+                            quantity: item.quantity,
+                            unit_price: money(item.unit_price),
+                        })
+                        .collect(),
+                    total: money(order.total),
+                    created_at,
+                    cancelled_at,
                 })
-            })
-            .collect();
-        let mut body = Map::new();
-        body.insert("id".into(), json!(order.id));
-        body.insert("status".into(), json!(order.status.as_str()));
-        body.insert("customer_id".into(), json!(order.customer_id));
-        body.insert("items".into(), Value::Array(items));
-        body.insert("total".into(), money(order.total));
-        if self == ApiVersion::V1 {
-            body.insert("currency".into(), json!(order.currency));
+            }
         }
-        body.insert(
-            "created_at".into(),
-            json!(format_timestamp(order.created_at)),
-        );
-        body.insert(
-            "cancelled_at".into(),
-            order
-                .cancelled_at
-                .map_or(Value::Null, |t| json!(format_timestamp(t))),
-        );
-        Value::Object(body)
     }
 
     /// Reads a new order from a parsed request body, collecting every mistake with its JSON
@@ -260,8 +356,13 @@ fn valid_sku(sku: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
-    use crate::order::Status;
+
+    fn json(body: OrderBody) -> Value {
+        serde_json::to_value(body).expect("serializable")
+    }
 
     fn order() -> Order {
         Order {
@@ -282,13 +383,13 @@ mod tests {
 
     #[test]
     fn v1_and_v2_render_money_differently() {
-        let v1 = ApiVersion::V1.render(&order());
+        let v1 = json(ApiVersion::V1.render(&order()));
         assert_eq!(v1["total"], 2500);
         assert_eq!(v1["currency"], "usd");
         assert_eq!(v1["items"][0]["unit_price"], 1250);
         assert_eq!(v1["created_at"], "2026-01-01T00:00:00Z");
         assert_eq!(v1["cancelled_at"], Value::Null);
-        let v2 = ApiVersion::V2.render(&order());
+        let v2 = json(ApiVersion::V2.render(&order()));
         assert_eq!(v2["total"], json!({"amount": 2500, "currency": "usd"}));
         assert_eq!(v2["items"][0]["unit_price"]["amount"], 1250);
         assert!(v2.get("currency").is_none());

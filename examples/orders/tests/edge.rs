@@ -886,3 +886,46 @@ async fn shutdown_is_bounded_by_the_grace_period_with_a_hung_database() {
     let _ = stuck.join();
     db.drop_it().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_serves_and_refuses_a_header_list_over_the_limit() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let service = blocking(|| Service::start("h2", &["--max-header-bytes", "16384"], None)).await;
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<bytes::Bytes>>();
+    let base = format!("http://{}", service.addr);
+    let ok = client
+        .request(
+            http::Request::get(format!("{base}/health"))
+                .body(Empty::new())
+                .expect("a request"),
+        )
+        .await
+        .expect("an HTTP/2 answer");
+    assert_eq!(ok.status(), http::StatusCode::OK);
+    assert_eq!(ok.version(), http::Version::HTTP_2);
+    let _ = ok.into_body().collect().await;
+
+    let huge = "h".repeat(32 * 1024);
+    let refused = client
+        .request(
+            http::Request::get(format!("{base}/health"))
+                .header("x-huge", huge)
+                .body(Empty::new())
+                .expect("a request"),
+        )
+        .await;
+    match refused {
+        Err(_) => {}
+        Ok(response) => assert_eq!(
+            response.status(),
+            http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "a 32 KiB header list passed a 16 KiB limit"
+        ),
+    }
+    drop(service);
+}
