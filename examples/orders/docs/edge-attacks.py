@@ -411,7 +411,7 @@ def psql(sql: str, database: str = "postgres", timeout: float = 30.0) -> str:
 class Database:
     """A database of its own on the shared server, dropped (WITH FORCE) on close."""
 
-    def __init__(self, row: int):
+    def __init__(self, row: int | str):
         self.name = f"orders_attack_{os.getpid()}_r{row}"
         psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
         psql(f"CREATE DATABASE {self.name}")
@@ -492,6 +492,8 @@ class Proxy:
                     time.sleep(0.1)
                     continue
                 readable, _, _ = select.select(list(peers), [], [], 0.2)
+                if self.mode != "forward":
+                    continue
                 for source in readable:
                     data = source.recv(65536)
                     if not data:
@@ -526,6 +528,7 @@ class Proxy:
 
     def hang(self):
         self.mode = "hang"
+        time.sleep(0.3)  # every pump has seen the mode (each wakes at least every 0.2 s)
 
     def close(self):
         self.stopped = True
@@ -830,11 +833,30 @@ def row_locked_table(binary: str):
 
 @row(9, "SIGTERM, grace 3 s, stuck database")
 def row_shutdown_stuck_database(binary: str):
-    """The proxy stops forwarding; a GET is in flight; SIGTERM after 0.5 s."""
+    """The proxy stops forwarding; a GET is in flight; SIGTERM after 0.5 s. Three independent
+    trials at once (the old service's outcome varies from run to run)."""
+    trials = 3
+    outcomes: dict[int, str] = {}
+
+    def trial(k: int):
+        try:
+            outcomes[k] = shutdown_trial(binary, k)
+        except Exception as error:
+            outcomes[k] = f"error: {type(error).__name__}: {error}"
+
+    threads = [threading.Thread(target=trial, args=(k,), daemon=True) for k in range(trials)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(80)
+    return " / ".join(f"trial {k + 1}: {outcomes.get(k, 'no outcome within 80 s')}" for k in range(trials))
+
+
+def shutdown_trial(binary: str, k: int) -> str:
     cap = 40.0
-    database = Database(9)
+    database = Database(f"9_{k}")
     proxy = Proxy()
-    service = Service(binary, "pghang", args=["--shutdown-grace-seconds", "3"],
+    service = Service(binary, f"pghang{k}", args=["--shutdown-grace-seconds", "3"],
                       database=database.url(proxy.port)).start()
     try:
         listed = request(service.port, "GET", "/v2/orders", authed()).status

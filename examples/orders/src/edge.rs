@@ -10,8 +10,9 @@
 //! - the rest of a refused body (a 413, a 401 to a client that sent a body) is read and
 //!   thrown away, up to a byte bound and within the body timeout, so that a client that writes
 //!   its whole body before it reads sees the answer instead of a reset connection (nginx's
-//!   lingering close does the same). Past the bound the answer goes out with
-//!   `Connection: close`.
+//!   lingering close does the same). The reading is bounded in bytes, between frames (the
+//!   body timeout) and in all (the request deadline again); past a bound the answer goes out
+//!   with `Connection: close`.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,7 +113,14 @@ pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -
         Some(_) if expects_continue && !watch.was_polled() => close(response),
         Some(_) if declared.is_some_and(|n| n > edge.max_discard_bytes) => close(response),
         Some(rest) => {
-            if discard(rest, edge.max_discard_bytes, edge.body_timeout).await {
+            // Bounded in bytes, per frame (the body timeout) and in all (the request
+            // deadline), so a client trickling a refused body cannot hold the task.
+            let drained = tokio::time::timeout(
+                edge.request_timeout,
+                discard(rest, edge.max_discard_bytes, edge.body_timeout),
+            )
+            .await;
+            if drained == Ok(true) {
                 response
             } else {
                 close(response)

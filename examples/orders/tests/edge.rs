@@ -929,3 +929,57 @@ async fn http2_serves_and_refuses_a_header_list_over_the_limit() {
     }
     drop(service);
 }
+
+#[test]
+fn a_refused_body_is_read_away_only_within_its_bounds() {
+    let service = Service::start(
+        "discard",
+        &[
+            "--api-keys",
+            KEY,
+            "--max-discard-bytes",
+            "1048576",
+            "--request-timeout-ms",
+            "1000",
+            "--body-timeout-ms",
+            "500",
+        ],
+        None,
+    );
+    // Declared longer than the discard bound: answered at once, and the connection closed.
+    let mut stream = service.connect();
+    stream
+        .write_all(b"POST /v2/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n")
+        .expect("writes");
+    let (closed, answer) = closed_within(&mut stream, Duration::from_secs(5));
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert_eq!(status_of(&answer), 401);
+    assert_eq!(header(&answer, "connection"), Some("close"));
+    assert!(closed.is_some());
+
+    // Trickled a byte at a time: read away for at most the request deadline, then closed.
+    let mut stream = service.connect();
+    stream
+        .write_all(b"POST /v2/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        .expect("writes");
+    let started = Instant::now();
+    let trickle = {
+        let mut writer = stream.try_clone().expect("a clone");
+        std::thread::spawn(move || {
+            for _ in 0..100 {
+                if writer.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let (closed, answer) = closed_within(&mut stream, Duration::from_secs(10));
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert_eq!(status_of(&answer), 401, "{answer}");
+    assert_eq!(header(&answer, "connection"), Some("close"));
+    let closed = closed.expect("closed after the discard deadline");
+    assert!(closed < Duration::from_secs(5), "{closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let _ = trickle.join();
+}
