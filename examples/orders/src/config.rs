@@ -108,7 +108,8 @@ pub struct Limits {
     pub max_connections: usize,
 
     /// How long a client may take to send a request head, from its first byte, in
-    /// milliseconds; then the connection is closed.
+    /// milliseconds; then a connection's first request is answered 408 `request-timeout`,
+    /// and the connection is closed.
     #[arg(long, env = "ORDERS_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_read_timeout_ms: u64,
 

@@ -4,7 +4,7 @@
 //! | bound | what happens at it |
 //! |---|---|
 //! | open connections ([`Limits::max_connections`], and the open-file limit less 64) | the oldest idle connection is closed to make room; with none idle the new one is refused |
-//! | request head ([`Limits::header_read_timeout_ms`], from its first byte) | the connection is closed |
+//! | request head ([`Limits::header_read_timeout_ms`], from its first byte) | a first request is answered 408 `request-timeout`; a later one on a keep-alive connection (where a response may be half-written) is closed. A partial head pipelined behind a request (already in hyper's buffer) is bounded by the idle timeout instead |
 //! | idle connection ([`Limits::idle_timeout_ms`]: no request in flight, nothing received) | the connection is closed |
 //! | head size ([`Limits::max_header_bytes`]) | HTTP/1: 431 from hyper; HTTP/2: the stream is refused |
 //! | HTTP/2 streams per connection ([`Limits::http2_max_concurrent_streams`]) | advertised in SETTINGS; more are refused |
@@ -17,7 +17,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::Router;
@@ -154,8 +154,9 @@ async fn run_connection(
     timeouts: Timeouts,
     mut stop: watch::Receiver<bool>,
 ) {
+    let socket = Arc::new(stream);
     let io = TokioIo::new(Tracked {
-        inner: stream,
+        inner: Arc::clone(&socket),
         conn: Arc::clone(&conn),
     });
     let service = {
@@ -170,48 +171,66 @@ async fn run_connection(
             }
         })
     };
-    let connection = builder.serve_connection(io, service);
-    tokio::pin!(connection);
-    let mut stopping = *stop.borrow();
-    if stopping {
-        connection.as_mut().graceful_shutdown();
-    }
-    loop {
-        tokio::select! {
-            _ = connection.as_mut() => break,
-            () = conn.shed.notified() => break,
-            () = watchdog(&conn, timeouts) => break,
-            changed = stop.changed(), if !stopping => {
-                stopping = true;
-                if changed.is_ok() {
-                    connection.as_mut().graceful_shutdown();
+    let expired = {
+        let connection = builder.serve_connection(io, service);
+        tokio::pin!(connection);
+        let mut stopping = *stop.borrow();
+        if stopping {
+            connection.as_mut().graceful_shutdown();
+        }
+        loop {
+            tokio::select! {
+                _ = connection.as_mut() => break None,
+                () = conn.shed.notified() => break None,
+                expired = watchdog(&conn, timeouts) => break Some(expired),
+                changed = stop.changed(), if !stopping => {
+                    stopping = true;
+                    if changed.is_ok() {
+                        connection.as_mut().graceful_shutdown();
+                    }
                 }
             }
         }
+        // hyper's connection is dropped here: it writes nothing more.
+    };
+    // HTTP still allows an answer to a first request whose head stalled (on a keep-alive
+    // connection a response may be half-written, so there it is only closed).
+    if expired == Some(Expired::Head) && conn.served.load(Ordering::Acquire) == 0 {
+        answer_stalled_head(&socket).await;
     }
     registry.remove(conn.id);
 }
 
+/// Why the watchdog closed a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expired {
+    /// A request head took longer than the header-read timeout.
+    Head,
+    /// Nothing happened for the idle timeout.
+    Idle,
+}
+
 /// Resolves when the connection has been idle, or in its request head, for too long.
-async fn watchdog(conn: &Conn, timeouts: Timeouts) {
+async fn watchdog(conn: &Conn, timeouts: Timeouts) -> Expired {
     // State changes (a request ends, a head starts) are noticed within a quarter of the
     // shorter timeout, so each bound holds to within 25 %.
     let tick = (millis(timeouts.header.min(timeouts.idle)) / 4).max(10);
     loop {
         let now = millis_now();
-        let deadline = if conn.in_flight.load(Ordering::Acquire) > 0 {
+        let (deadline, reason) = if conn.in_flight.load(Ordering::Acquire) > 0 {
             // A request in flight is bounded by the request deadline, not here.
-            u64::MAX
+            (u64::MAX, Expired::Idle)
         } else {
             let first_byte = conn.first_byte_at.load(Ordering::Acquire);
             if first_byte != 0 && !conn.http2.load(Ordering::Acquire) {
-                first_byte + millis(timeouts.header)
+                (first_byte + millis(timeouts.header), Expired::Head)
             } else {
-                conn.idle_since.load(Ordering::Acquire) + millis(timeouts.idle)
+                let idle_since = conn.idle_since.load(Ordering::Acquire);
+                (idle_since + millis(timeouts.idle), Expired::Idle)
             }
         };
         if now >= deadline && conn.in_flight.load(Ordering::Acquire) == 0 {
-            return;
+            return reason;
         }
         let wait = deadline.saturating_sub(now).clamp(1, tick);
         tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -240,6 +259,10 @@ struct Conn {
     first_byte_at: AtomicU64,
     /// It speaks HTTP/2 (its heads are frames; only the idle timeout applies).
     http2: AtomicBool,
+    /// Bytes received so far.
+    bytes_read: AtomicU64,
+    /// Requests started on it.
+    served: AtomicU64,
     /// Closes it, to make room for a new connection.
     shed: Notify,
 }
@@ -256,6 +279,7 @@ struct InFlight(Arc<Conn>);
 impl InFlight {
     fn begin(conn: Arc<Conn>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        conn.served.fetch_add(1, Ordering::AcqRel);
         InFlight(conn)
     }
 }
@@ -297,6 +321,8 @@ impl Registry {
             idle_since: AtomicU64::new(millis_now()),
             first_byte_at: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            bytes_read: AtomicU64::new(0),
+            served: AtomicU64::new(0),
             shed: Notify::new(),
         });
         open.insert(id, Arc::clone(&conn));
@@ -342,62 +368,144 @@ impl ErrorLog {
     }
 }
 
-/// The socket, noting when a request head starts arriving.
+/// The socket, noting when a request head starts arriving. Shared (`Arc`), so that the
+/// connection task can still answer 408 on it after hyper's connection is dropped.
 struct Tracked {
-    inner: TcpStream,
+    inner: Arc<TcpStream>,
     conn: Arc<Conn>,
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
+impl Tracked {
+    fn note_read(&self, fresh: &[u8], at_start: bool) {
+        if fresh.is_empty() {
+            return;
+        }
+        let conn = &self.conn;
+        if at_start && fresh.starts_with(H2_PREFACE) {
+            conn.http2.store(true, Ordering::Release);
+        }
+        if conn.is_idle() && conn.first_byte_at.load(Ordering::Acquire) == 0 {
+            conn.first_byte_at.store(millis_now(), Ordering::Release);
+        }
+    }
+}
+
 impl AsyncRead for Tracked {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let fresh = &buf.filled()[before..];
-        if !fresh.is_empty() {
-            let conn = &self.conn;
-            if before == 0 && fresh.starts_with(H2_PREFACE) {
-                conn.http2.store(true, Ordering::Release);
-            }
-            if conn.is_idle() && conn.first_byte_at.load(Ordering::Acquire) == 0 {
-                conn.first_byte_at.store(millis_now(), Ordering::Release);
+        // tokio's readiness pattern: a `WouldBlock` clears the readiness, so the next poll
+        // registers the waker.
+        loop {
+            ready!(self.inner.poll_read_ready(cx))?;
+            let before = buf.filled().len();
+            let at_start = self.conn.bytes_read.load(Ordering::Acquire) == 0;
+            // At most 16 KiB zeroed per read: hyper hands over uninitialised space each time.
+            let room = buf.remaining().min(16 * 1024);
+            match self.inner.try_read(buf.initialize_unfilled_to(room)) {
+                Ok(n) => {
+                    buf.advance(n);
+                    self.conn.bytes_read.fetch_add(n as u64, Ordering::AcqRel);
+                    self.note_read(&buf.filled()[before..], at_start);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        result
     }
 }
 
 impl AsyncWrite for Tracked {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        loop {
+            ready!(self.inner.poll_write_ready(cx))?;
+            match self.inner.try_write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        loop {
+            ready!(self.inner.poll_write_ready(cx))?;
+            match self.inner.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        true
     }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Writes go straight to the socket.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(shutdown_write(&self.inner))
+    }
+}
+
+fn shutdown_write(stream: &TcpStream) -> io::Result<()> {
+    match rustix::net::shutdown(stream, rustix::net::Shutdown::Write) {
+        Ok(()) | Err(rustix::io::Errno::NOTCONN) => Ok(()),
+        Err(errno) => Err(errno.into()),
+    }
+}
+
+/// The 408 a client gets when its first request head stalls: written once, without waiting,
+/// then a lingering close (the rest read away for at most a second) so that the close does
+/// not turn into a reset that destroys the answer.
+async fn answer_stalled_head(stream: &TcpStream) {
+    const BODY: &str = concat!(
+        r#"{"type":"/problems/request-timeout","title":"Request not received in time","#,
+        r#""status":408,"detail":"The request head did not arrive in time."}"#
+    );
+    let answer = format!(
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n\
+         cache-control: no-store\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    if stream.try_write(answer.as_bytes()).is_err() || shutdown_write(stream).is_err() {
+        return;
+    }
+    let linger = async {
+        let mut sink = [0_u8; 4096];
+        let mut left = 64 * 1024_usize;
+        loop {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut sink) {
+                // The client closed, or read away enough.
+                Ok(0) => return,
+                Ok(n) => {
+                    left = left.saturating_sub(n);
+                    if left == 0 {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
 }

@@ -329,18 +329,40 @@ fn every_metric_has_help_and_type() {
 }
 
 #[test]
-fn a_request_head_that_never_finishes_is_closed() {
+fn a_request_head_that_never_finishes_gets_a_408_and_is_closed() {
     let service = Service::start("head", &["--header-read-timeout-ms", "300"], None);
     let mut stream = service.connect();
     stream
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
         .expect("writes");
-    let (closed, _) = closed_within(&mut stream, Duration::from_secs(5));
+    let (closed, answer) = closed_within(&mut stream, Duration::from_secs(5));
     let closed = closed.expect("the stalled head is closed");
     assert!(
         closed >= Duration::from_millis(250),
         "closed after {closed:?}"
     );
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert_eq!(status_of(&answer), 408, "{answer}");
+    assert_eq!(problem_type(&answer), "/problems/request-timeout");
+
+    // The second head of a keep-alive connection stalls: closed, with nothing after the
+    // first (complete) response. (A partial head pipelined behind a request, already in
+    // hyper's buffer, is bounded by the idle timeout instead.)
+    let mut stream = service.connect();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("writes");
+    let mut reader = std::io::BufReader::new(stream.try_clone().expect("a clone"));
+    let (status, length) = read_head(&mut reader);
+    assert_eq!(status, 200);
+    let mut body = vec![0_u8; length];
+    reader.read_exact(&mut body).expect("a body");
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\n")
+        .expect("writes");
+    let (closed, answer) = closed_within(&mut stream, Duration::from_secs(5));
+    assert!(closed.is_some(), "the stalled second head is closed");
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
 }
 
 #[test]
