@@ -1,5 +1,9 @@
 //! Test support shared by the API guardrail crates. Not published.
 //!
+//! PostgreSQL: [`postgres_database`] creates a database of the test's own on the server
+//! `ORDERS_TEST_POSTGRES_URL` names (else `postgres://postgres@127.0.0.1:5432/postgres`), and
+//! fails with what to install when none answers.
+//!
 //! Every integration test that talks to Redis gets its server and its key prefix from
 //! [`redis`]:
 //!
@@ -22,6 +26,10 @@
 //!
 //! Tests in one binary run in parallel against the same server, so every test uses its own key
 //! prefix ([`TestRedis::prefix`]), unique across tests, runs and processes.
+
+mod postgres;
+
+pub use postgres::{TestDatabase, postgres_database};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};

@@ -96,11 +96,8 @@ const INSERT: &str = "INSERT INTO orders (id, tenant, idempotency_key, request_f
      status, customer_id, items, currency, total, created_at, cancelled_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL) \
      ON CONFLICT (tenant, idempotency_key) DO NOTHING";
-const BY_KEY: &str = concat!(
-    "SELECT ",
-    columns!(),
-    ", request_fingerprint FROM orders WHERE tenant = $1 AND idempotency_key = $2"
-);
+const BY_KEY: &str =
+    "SELECT id, request_fingerprint FROM orders WHERE tenant = $1 AND idempotency_key = $2";
 const BY_ID: &str = concat!(
     "SELECT ",
     columns!(),
@@ -311,25 +308,17 @@ impl Database {
                 cancelled_at: None,
             }));
         }
-        // The key was taken: find the order that took it.
-        type KeyedRow = (
-            String,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            Option<i64>,
-            String,
-        );
-        let row: KeyedRow = on_pool!(self, |pool| sqlx::query_as(BY_KEY)
+        // The key was taken: find the order that took it (a rare path: a retry whose
+        // idempotency record was lost).
+        let (taken_by, stored): (String, String) = on_pool!(self, |pool| sqlx::query_as(BY_KEY)
             .bind(tenant)
             .bind(idempotency_key)
             .fetch_one(pool)
             .await?);
-        let (a, b, c, d, e, f, g, h, stored) = row;
-        let order = order_from_row((a, b, c, d, e, f, g, h))?;
+        let order = self
+            .get(tenant, &taken_by)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound)?;
         Ok(if stored == fingerprint {
             Inserted::Existing(order)
         } else {

@@ -17,7 +17,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use sqlx::Connection;
 
 const CURSOR_SECRET: &str = "cluster test cursor secret, 32+ bytes long";
 const PER_SECOND: u64 = 40;
@@ -42,45 +41,14 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-async fn fresh_postgres_database() -> (String, String, String) {
-    let admin = std::env::var("ORDERS_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let mut connection = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|error| {
-        panic!(
-            "this test needs PostgreSQL at {admin} ({error}). Start one (Debian: `apt-get install \
-             postgresql`, then `pg_ctlcluster 15 main start`) or set ORDERS_TEST_POSTGRES_URL."
-        )
-    });
-    let name = format!(
-        "orders_cluster_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros())
-    );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut connection)
-        .await
-        .expect("CREATE DATABASE");
-    let (base, _) = admin
-        .rsplit_once('/')
-        .expect("a database URL ends in /<db>");
-    (format!("{base}/{name}"), admin, name)
-}
-
-async fn drop_database(admin: &str, name: &str) {
-    if let Ok(mut connection) = sqlx::PgConnection::connect(admin).await {
-        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut connection)
-        .await;
-    }
-}
-
 fn start(database: &str, redis_url: &str, prefix: &str) -> Instance {
     let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_orders"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
+    // The developer's own `ORDERS_*` settings must not configure the instances.
+    for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("ORDERS_")) {
+        command.env_remove(key);
+    }
+    let child = command
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--database", database])
         .args(["--redis", redis_url, "--redis-prefix", prefix])
@@ -139,7 +107,8 @@ async fn wait_ready(client: &HttpClient, instance: &Instance) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_idempotency_cursors_and_rate_limits() {
     let redis = guardrail_test_support::redis("orders_cluster");
-    let (database, admin, name) = fresh_postgres_database().await;
+    let db = guardrail_test_support::postgres_database("orders_cluster").await;
+    let database = db.url().to_owned();
     let instances: Vec<Instance> = (0..3)
         .map(|_| start(&database, redis.url(), redis.prefix()))
         .collect();
@@ -222,5 +191,5 @@ async fn three_instances_share_idempotency_cursors_and_rate_limits() {
     assert_eq!(statuses.len(), refused + admitted);
 
     drop(instances);
-    drop_database(&admin, &name).await;
+    db.drop_database().await;
 }

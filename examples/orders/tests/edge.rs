@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use guardrail_test_support::{TestDatabase, postgres_database};
 use sqlx::Connection;
 
 const KEY: &str = "edge_test_key";
@@ -653,72 +654,19 @@ async fn forward(
     }
 }
 
-/// A database of the test's own on the test PostgreSQL, dropped at the end.
-struct TestDatabase {
-    admin: String,
-    name: String,
-    url: String,
-    server: SocketAddr,
+/// The proxy's listening `host:port`.
+impl Proxy {
+    fn host_port(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
 }
 
-impl TestDatabase {
-    async fn create(test: &str) -> TestDatabase {
-        let admin = std::env::var("ORDERS_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let mut connection = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|error| {
-                panic!(
-                    "this test needs PostgreSQL at {admin} ({error}). Start one (Debian: `apt-get \
-                 install postgresql`, then `pg_ctlcluster 15 main start`) or set \
-                 ORDERS_TEST_POSTGRES_URL."
-                )
-            });
-        let name = format!("orders_edge_{test}_{}", std::process::id());
-        for statement in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                .execute(&mut connection)
-                .await
-                .expect("CREATE DATABASE");
-        }
-        let (base, _) = admin
-            .rsplit_once('/')
-            .expect("a database URL ends in /<db>");
-        let host = base.rsplit_once('@').map_or(base, |(_, host)| host);
-        let server = tokio::net::lookup_host(host.trim_start_matches("postgres://"))
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .expect("the PostgreSQL host resolves");
-        TestDatabase {
-            url: format!("{base}/{name}"),
-            admin,
-            name,
-            server,
-        }
-    }
-
-    /// The URL through `proxy`.
-    fn via(&self, proxy: &Proxy) -> String {
-        self.url.replace(
-            &self.server.to_string(),
-            &format!("127.0.0.1:{}", proxy.port),
-        )
-    }
-
-    async fn drop_it(self) {
-        if let Ok(mut connection) = sqlx::PgConnection::connect(&self.admin).await {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            )))
-            .execute(&mut connection)
-            .await;
-        }
-    }
+async fn upstream(db: &TestDatabase) -> SocketAddr {
+    tokio::net::lookup_host(db.host_port())
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .expect("the PostgreSQL host resolves")
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -729,9 +677,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_cut_is_a_quick_503_and_ready_answers_within_a_second() {
-    let db = TestDatabase::create("cut").await;
-    let proxy = Proxy::start(db.server).await;
-    let url = db.via(&proxy);
+    let db = postgres_database("orders_edge_cut").await;
+    let proxy = Proxy::start(upstream(&db).await).await;
+    let url = db.url_via(&proxy.host_port());
     let service =
         blocking(move || Service::start("pg-cut", &["--api-keys", KEY, "--database", &url], None))
             .await;
@@ -793,13 +741,13 @@ async fn postgres_cut_is_a_quick_503_and_ready_answers_within_a_second() {
     .await;
     assert_eq!(status_of(&again), 200, "{again}");
     drop(service);
-    db.drop_it().await;
+    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_table_meets_the_deadline_and_the_database_stops_too() {
-    let db = TestDatabase::create("lock").await;
-    let url = db.url.clone();
+    let db = postgres_database("orders_edge_lock").await;
+    let url = db.url().to_owned();
     let service = blocking(move || {
         Service::start(
             "pg-lock",
@@ -815,7 +763,7 @@ async fn a_locked_table_meets_the_deadline_and_the_database_stops_too() {
         )
     })
     .await;
-    let mut locker = sqlx::PgConnection::connect(&db.url)
+    let mut locker = sqlx::PgConnection::connect(db.url())
         .await
         .expect("connects");
     sqlx::raw_sql("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
@@ -829,7 +777,7 @@ async fn a_locked_table_meets_the_deadline_and_the_database_stops_too() {
     assert_eq!(problem_type(&answer), "/problems/deadline-exceeded");
     assert_eq!(header(&answer, "retry-after"), Some("1"));
     // statement_timeout cancels the statement in PostgreSQL too: nobody waits on the lock.
-    let mut observer = sqlx::PgConnection::connect(&db.url)
+    let mut observer = sqlx::PgConnection::connect(db.url())
         .await
         .expect("connects");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -855,14 +803,14 @@ async fn a_locked_table_meets_the_deadline_and_the_database_stops_too() {
         .await
         .expect("unlocks");
     drop(service);
-    db.drop_it().await;
+    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_is_bounded_by_the_grace_period_with_a_hung_database() {
-    let db = TestDatabase::create("shutdown").await;
-    let proxy = Proxy::start(db.server).await;
-    let url = db.via(&proxy);
+    let db = postgres_database("orders_edge_shutdown").await;
+    let proxy = Proxy::start(upstream(&db).await).await;
+    let url = db.url_via(&proxy.host_port());
     let service = blocking(move || {
         Service::start(
             "pg-shutdown",
@@ -906,7 +854,7 @@ async fn shutdown_is_bounded_by_the_grace_period_with_a_hung_database() {
     );
     proxy.cut.store(true, Ordering::Release);
     let _ = stuck.join();
-    db.drop_it().await;
+    db.drop_database().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
