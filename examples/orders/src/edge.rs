@@ -13,6 +13,12 @@
 //!   lingering close does the same). The reading is bounded in bytes, between frames (the
 //!   body timeout) and in all (the request deadline again); past a bound the answer goes out
 //!   with `Connection: close`.
+//!
+//! Why not tower-http's `TimeoutLayer` and `RequestBodyTimeoutLayer`: the first answers an
+//! empty 408 or 503 whichever side was slow, and the second's timeout error cannot be told
+//! apart from other body errors once a route has turned it into its own rejection; neither
+//! can hand a refused body back to be read away. Request ids and the panic guard come from
+//! `tower-problem-details`' `ProblemLayer`, which also makes every answer here a problem.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -107,8 +107,15 @@ pub async fn serve(
         ?grace,
         "shutting down: draining connections"
     );
-    while registry.len() > 0 && Instant::now() < deadline {
-        let _ = tokio::time::timeout_at(deadline, registry.emptied.notified()).await;
+    while Instant::now() < deadline {
+        // Registered before the count is read, so the last close cannot slip between them.
+        let emptied = registry.emptied.notified();
+        tokio::pin!(emptied);
+        emptied.as_mut().enable();
+        if registry.len() == 0 {
+            break;
+        }
+        let _ = tokio::time::timeout_at(deadline, emptied).await;
     }
     if registry.len() > 0 {
         tracing::warn!(
@@ -244,7 +251,10 @@ fn millis(duration: Duration) -> u64 {
 /// Milliseconds since the first call, never 0 (0 means "none").
 fn millis_now() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(|| Instant::now() - Duration::from_millis(1));
+    let start = *START.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_millis(1)).unwrap_or(now)
+    });
     millis(start.elapsed())
 }
 

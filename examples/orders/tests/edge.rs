@@ -953,3 +953,80 @@ fn a_refused_body_is_read_away_only_within_its_bounds() {
     assert!(started.elapsed() < Duration::from_secs(10));
     let _ = trickle.join();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_advertises_the_stream_limit() {
+    let service =
+        blocking(|| Service::start("h2-streams", &["--http2-max-concurrent-streams", "3"], None))
+            .await;
+    let tcp = tokio::net::TcpStream::connect(service.addr)
+        .await
+        .expect("connects");
+    let (client, mut connection) = h2::client::handshake(tcp)
+        .await
+        .expect("an HTTP/2 handshake");
+    let request = async {
+        let mut client = client.ready().await.expect("ready");
+        let get = http::Request::get(format!("http://{}/health", service.addr))
+            .body(())
+            .expect("a request");
+        let (response, _) = client.send_request(get, true).expect("sent");
+        response.await.expect("an answer").status()
+    };
+    let status = tokio::select! {
+        status = request => status,
+        result = &mut connection => panic!("the connection ended first: {result:?}"),
+    };
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(connection.max_concurrent_send_streams(), 3);
+    drop(service);
+}
+
+#[test]
+fn the_connection_cap_refuses_newcomers_when_no_connection_is_idle() {
+    let service = Service::start(
+        "cap-busy",
+        &[
+            "--max-connections",
+            "2",
+            "--api-keys",
+            KEY,
+            "--body-timeout-ms",
+            "5000",
+        ],
+        None,
+    );
+    // Two connections, each with a request in flight (its body still arriving).
+    let busy: Vec<TcpStream> = (0..2)
+        .map(|i| {
+            let mut stream = service.connect();
+            let head = format!(
+                "POST /v2/orders HTTP/1.1\r\nHost: x\r\n{AUTH}\r\nIdempotency-Key: \"busy-{i}\"\r\n\
+                 Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+            );
+            stream.write_all(head.as_bytes()).expect("writes");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // No idle connection to shed: the newcomer is closed without an answer.
+    let mut newcomer = service.connect();
+    let _ = newcomer.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (closed, answer) = closed_within(&mut newcomer, Duration::from_secs(5));
+    assert!(closed.is_some(), "the newcomer is refused");
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+    drop(busy);
+    // The busy ones gone, there is room again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        match service.try_request("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") {
+            Ok(answer) if !answer.is_empty() => break answer,
+            _ if Instant::now() > deadline => panic!("no room after the busy connections closed"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert!(
+        metrics.contains(r#"orders_connections_closed_total{reason="refused"}"#),
+        "{metrics}"
+    );
+}
