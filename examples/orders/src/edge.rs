@@ -8,11 +8,12 @@
 //! - the body inactivity timeout: a body that stalls longer than it is answered 408
 //!   `request-timeout` and the connection closed;
 //! - the rest of a refused body (a 413, a 401 to a client that sent a body) is read and
-//!   thrown away, up to a byte bound and within the body timeout, so that a client that writes
-//!   its whole body before it reads sees the answer instead of a reset connection (nginx's
+//!   thrown away beside the answer, which goes out at once, so that a client that writes its
+//!   whole body before it reads sees the answer instead of a reset connection (nginx's
 //!   lingering close does the same). The reading is bounded in bytes, between frames (the
-//!   body timeout) and in all (the request deadline again); past a bound the answer goes out
-//!   with `Connection: close`.
+//!   body timeout) and in all (the request deadline again); past a bound the body is dropped
+//!   and the connection closed. A body declared longer than the bound is not read at all:
+//!   the answer says `Connection: close`.
 //!
 //! Why not tower-http's `TimeoutLayer` and `RequestBodyTimeoutLayer`: the first answers an
 //! empty 408 or 503 whichever side was slow, and the second's timeout error cannot be told
@@ -119,18 +120,19 @@ pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -
         Some(_) if expects_continue && !watch.was_polled() => close(response),
         Some(_) if declared.is_some_and(|n| n > edge.max_discard_bytes) => close(response),
         Some(rest) => {
+            // The answer goes out now; the rest is read away beside it, so a refused client
+            // waits for nothing and the connection stays usable once the body has ended.
             // Bounded in bytes, per frame (the body timeout) and in all (the request
-            // deadline), so a client trickling a refused body cannot hold the task.
-            let drained = tokio::time::timeout(
+            // deadline); past a bound the body is dropped and hyper closes the connection.
+            let (max, stall, total) = (
+                edge.max_discard_bytes,
+                edge.body_timeout,
                 edge.request_timeout,
-                discard(rest, edge.max_discard_bytes, edge.body_timeout),
-            )
-            .await;
-            if drained == Ok(true) {
-                response
-            } else {
-                close(response)
-            }
+            );
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(total, discard(rest, max, stall)).await;
+            });
+            response
         }
     }
 }

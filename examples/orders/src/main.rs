@@ -55,7 +55,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     };
-    orders::serve::serve(listener, app.router(), &config.limits, shutdown, grace).await?;
+    // The pool's close gets its own share of the grace period (a second, or half of a
+    // shorter one), so a clean close is not starved by slow connections.
+    let close_budget = Duration::from_secs(1).min(grace / 2);
+    let drain = grace.saturating_sub(close_budget);
+    orders::serve::serve(listener, app.router(), &config.limits, shutdown, drain).await?;
     let deadline = deadline
         .get()
         .copied()

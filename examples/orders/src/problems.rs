@@ -181,11 +181,16 @@ impl Problems {
             .into_response::<Body>()
     }
 
-    /// 404 `not-found` for an order id.
+    /// 404 `not-found` for an order id (echoed only when it has an order id's shape, so a
+    /// client cannot make the answer as large as its request).
     pub fn order_not_found(&self, id: &str) -> Response {
-        self.kind(ProblemKind::NotFound)
-            .with_detail(format!("No order {id:?} exists for this API key."))
-            .into_response::<Body>()
+        let problem = self.kind(ProblemKind::NotFound);
+        let problem = if crate::order::is_order_id(id) {
+            problem.with_detail(format!("No order {id:?} exists for this API key."))
+        } else {
+            problem.with_detail("No such order: order ids are `ord_` and 32 hex digits.")
+        };
+        problem.into_response::<Body>()
     }
 
     /// 500 `internal`, saying nothing of the cause (which is logged with the request id).

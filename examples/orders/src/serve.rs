@@ -5,13 +5,15 @@
 //! |---|---|
 //! | open connections ([`Limits::max_connections`], and the open-file limit less 64) | the oldest idle connection is closed to make room; with none idle the new one is refused |
 //! | request head ([`Limits::header_read_timeout_ms`], from its first byte) | a first request is answered 408 `request-timeout`; a later one on a keep-alive connection (where a response may be half-written) is closed. A partial head pipelined behind a request (already in hyper's buffer) is bounded by the idle timeout instead |
-//! | idle connection ([`Limits::idle_timeout_ms`]: no request in flight, nothing received) | the connection is closed |
+//! | idle connection ([`Limits::idle_timeout_ms`]: no request in flight and no request head arriving; HTTP/2 PINGs do not count) | closed (HTTP/2: a GOAWAY, then a second to finish) |
+//! | a request in flight whose socket moves no byte for the idle timeout (or the request deadline, if longer) plus a second: a client that never reads its answer | the connection is closed |
 //! | head size ([`Limits::max_header_bytes`]) | HTTP/1: 431 from hyper; HTTP/2: the stream is refused |
 //! | HTTP/2 streams per connection ([`Limits::http2_max_concurrent_streams`]) | advertised in SETTINGS; more are refused |
 //! | accept errors (out of descriptors) | the loop backs off 100 ms instead of spinning, and logs once a second at most |
-//! | shutdown (the grace period) | no new connections; open ones are asked to finish (GOAWAY, `Connection: close`); at the deadline the rest are dropped |
+//! | shutdown (the grace period) | no new connections; open ones are asked to finish (GOAWAY, `Connection: close`); those with nothing in flight are closed within half a second; at the deadline the rest are dropped |
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -67,6 +69,9 @@ pub async fn serve(
     let timeouts = Timeouts {
         header: limits.header_read_timeout(),
         idle: limits.idle_timeout(),
+        // A request in flight is bounded by its deadline; the socket making no progress at
+        // all (a client that never reads its response) by this.
+        stall: limits.idle_timeout().max(limits.request_timeout()) + Duration::from_secs(1),
     };
     let mut accept_errors = ErrorLog::default();
     tokio::pin!(shutdown);
@@ -150,7 +155,24 @@ fn builder(limits: &Limits) -> Builder<TokioExecutor> {
 struct Timeouts {
     header: Duration,
     idle: Duration,
+    stall: Duration,
 }
+
+impl Timeouts {
+    /// Once stopping, a connection with nothing in flight is closed within half a second,
+    /// whatever it is doing (a stalled head, an HTTP/2 client that ignores the GOAWAY).
+    fn stopping(self) -> Self {
+        let quick = Duration::from_millis(500);
+        Timeouts {
+            header: self.header.min(quick),
+            idle: self.idle.min(quick),
+            stall: self.stall,
+        }
+    }
+}
+
+/// How long an HTTP/2 connection gets to finish after its GOAWAY (idle expiry, shutdown).
+const GOAWAY_GRACE: Duration = Duration::from_secs(1);
 
 async fn run_connection(
     stream: TcpStream,
@@ -172,9 +194,13 @@ async fn run_connection(
             let guard = InFlight::begin(Arc::clone(&conn));
             let router = router.clone();
             async move {
-                let response = router.oneshot(request.map(Body::new)).await;
-                drop(guard);
-                response
+                let response = router.oneshot(request.map(Body::new)).await?;
+                // In flight until the response body is written (or dropped), so a connection
+                // still sending its answer is never taken for idle.
+                Ok::<_, Infallible>(response.map(|body| Answer {
+                    body,
+                    _guard: guard,
+                }))
             }
         })
     };
@@ -185,11 +211,27 @@ async fn run_connection(
         if stopping {
             connection.as_mut().graceful_shutdown();
         }
+        let mut goaway_sent: Option<Instant> = None;
         loop {
+            let bounds = if stopping {
+                timeouts.stopping()
+            } else {
+                timeouts
+            };
+            let after_goaway = goaway_sent.map_or_else(Instant::now, |at| at + GOAWAY_GRACE);
             tokio::select! {
                 _ = connection.as_mut() => break None,
                 () = conn.shed.notified() => break None,
-                expired = watchdog(&conn, timeouts) => break Some(expired),
+                () = tokio::time::sleep_until(after_goaway), if goaway_sent.is_some() => break None,
+                expired = watchdog(&conn, bounds), if goaway_sent.is_none() => {
+                    if conn.http2.load(Ordering::Acquire) {
+                        // A GOAWAY first, so the client knows not to retry on this connection.
+                        connection.as_mut().graceful_shutdown();
+                        goaway_sent = Some(Instant::now());
+                    } else {
+                        break Some(expired);
+                    }
+                }
                 changed = stop.changed(), if !stopping => {
                     stopping = true;
                     if changed.is_ok() {
@@ -201,11 +243,41 @@ async fn run_connection(
         // hyper's connection is dropped here: it writes nothing more.
     };
     // HTTP still allows an answer to a first request whose head stalled (on a keep-alive
-    // connection a response may be half-written, so there it is only closed).
-    if expired == Some(Expired::Head) && conn.served.load(Ordering::Acquire) == 0 {
+    // connection a response may be half-written, so there it is only closed). Never on what
+    // may be the start of an HTTP/2 preface.
+    if expired == Some(Expired::Head)
+        && conn.served.load(Ordering::Acquire) == 0
+        && !conn.preface_so_far.load(Ordering::Acquire)
+    {
         answer_stalled_head(&socket).await;
     }
     registry.remove(conn.id);
+}
+
+/// A response body that keeps its request counted in flight until it is written.
+struct Answer {
+    body: Body,
+    _guard: InFlight,
+}
+
+impl http_body::Body for Answer {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// Why the watchdog closed a connection.
@@ -213,20 +285,22 @@ async fn run_connection(
 enum Expired {
     /// A request head took longer than the header-read timeout.
     Head,
-    /// Nothing happened for the idle timeout.
+    /// Nothing happened for the idle timeout (or, in flight, the stall bound).
     Idle,
 }
 
-/// Resolves when the connection has been idle, or in its request head, for too long.
+/// Resolves when the connection has been idle, in its request head, or (with a request in
+/// flight) without any progress on the socket, for too long.
 async fn watchdog(conn: &Conn, timeouts: Timeouts) -> Expired {
     // State changes (a request ends, a head starts) are noticed within a quarter of the
     // shorter timeout, so each bound holds to within 25 %.
     let tick = (millis(timeouts.header.min(timeouts.idle)) / 4).max(10);
     loop {
         let now = millis_now();
-        let (deadline, reason) = if conn.in_flight.load(Ordering::Acquire) > 0 {
-            // A request in flight is bounded by the request deadline, not here.
-            (u64::MAX, Expired::Idle)
+        let busy = conn.in_flight.load(Ordering::Acquire) > 0;
+        let (deadline, reason) = if busy {
+            let progress = conn.last_progress.load(Ordering::Acquire);
+            (progress + millis(timeouts.stall), Expired::Idle)
         } else {
             let first_byte = conn.first_byte_at.load(Ordering::Acquire);
             if first_byte != 0 && !conn.http2.load(Ordering::Acquire) {
@@ -236,7 +310,9 @@ async fn watchdog(conn: &Conn, timeouts: Timeouts) -> Expired {
                 (idle_since + millis(timeouts.idle), Expired::Idle)
             }
         };
-        if now >= deadline && conn.in_flight.load(Ordering::Acquire) == 0 {
+        // Re-read: a request that started (or ended) meanwhile makes this deadline moot.
+        let busy_now = conn.in_flight.load(Ordering::Acquire) > 0;
+        if now >= deadline && busy_now == busy {
             return reason;
         }
         let wait = deadline.saturating_sub(now).clamp(1, tick);
@@ -271,6 +347,10 @@ struct Conn {
     http2: AtomicBool,
     /// Bytes received so far.
     bytes_read: AtomicU64,
+    /// Every byte received so far matches the HTTP/2 connection preface.
+    preface_so_far: AtomicBool,
+    /// When a byte last moved either way.
+    last_progress: AtomicU64,
     /// Requests started on it.
     served: AtomicU64,
     /// Closes it, to make room for a new connection.
@@ -318,7 +398,12 @@ impl Registry {
     fn admit(&self, cap: usize) -> Option<Arc<Conn>> {
         let mut open = self.open.lock().ok()?;
         if open.len() >= cap {
-            let oldest_idle = open.values().find(|conn| conn.is_idle()).map(|c| c.id)?;
+            // The connection idle the longest (a scan, only when at the cap).
+            let oldest_idle = open
+                .values()
+                .filter(|conn| conn.is_idle())
+                .min_by_key(|conn| conn.idle_since.load(Ordering::Acquire))
+                .map(|conn| conn.id)?;
             if let Some(conn) = open.remove(&oldest_idle) {
                 conn.shed.notify_one();
                 observe::count_connection("shed_idle");
@@ -332,6 +417,8 @@ impl Registry {
             first_byte_at: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             bytes_read: AtomicU64::new(0),
+            preface_so_far: AtomicBool::new(true),
+            last_progress: AtomicU64::new(millis_now()),
             served: AtomicU64::new(0),
             shed: Notify::new(),
         });
@@ -385,20 +472,41 @@ struct Tracked {
     conn: Arc<Conn>,
 }
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl Tracked {
-    fn note_read(&self, fresh: &[u8], at_start: bool) {
+    fn note_read(&self, fresh: &[u8], before: u64) {
         if fresh.is_empty() {
             return;
         }
         let conn = &self.conn;
-        if at_start && fresh.starts_with(H2_PREFACE) {
-            conn.http2.store(true, Ordering::Release);
+        let now = millis_now();
+        conn.last_progress.store(now, Ordering::Release);
+        // The preface may arrive in pieces: compare each piece with its part of it.
+        let offset = usize::try_from(before).unwrap_or(usize::MAX);
+        if offset < H2_PREFACE.len() && conn.preface_so_far.load(Ordering::Acquire) {
+            let expected = &H2_PREFACE[offset..];
+            let n = fresh.len().min(expected.len());
+            if fresh[..n] != expected[..n] {
+                conn.preface_so_far.store(false, Ordering::Release);
+            } else if offset + n == H2_PREFACE.len() {
+                conn.http2.store(true, Ordering::Release);
+            }
         }
         if conn.is_idle() && conn.first_byte_at.load(Ordering::Acquire) == 0 {
-            conn.first_byte_at.store(millis_now(), Ordering::Release);
+            conn.first_byte_at.store(now, Ordering::Release);
         }
+    }
+}
+
+impl Tracked {
+    fn wrote(&self, result: io::Result<usize>) -> io::Result<usize> {
+        if matches!(result, Ok(n) if n > 0) {
+            self.conn
+                .last_progress
+                .store(millis_now(), Ordering::Release);
+        }
+        result
     }
 }
 
@@ -413,14 +521,14 @@ impl AsyncRead for Tracked {
         loop {
             ready!(self.inner.poll_read_ready(cx))?;
             let before = buf.filled().len();
-            let at_start = self.conn.bytes_read.load(Ordering::Acquire) == 0;
+            let read_so_far = self.conn.bytes_read.load(Ordering::Acquire);
             // At most 16 KiB zeroed per read: hyper hands over uninitialised space each time.
             let room = buf.remaining().min(16 * 1024);
             match self.inner.try_read(buf.initialize_unfilled_to(room)) {
                 Ok(n) => {
                     buf.advance(n);
                     self.conn.bytes_read.fetch_add(n as u64, Ordering::AcqRel);
-                    self.note_read(&buf.filled()[before..], at_start);
+                    self.note_read(&buf.filled()[before..], read_so_far);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -440,7 +548,7 @@ impl AsyncWrite for Tracked {
             ready!(self.inner.poll_write_ready(cx))?;
             match self.inner.try_write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
+                result => return Poll::Ready(self.wrote(result)),
             }
         }
     }
@@ -454,7 +562,7 @@ impl AsyncWrite for Tracked {
             ready!(self.inner.poll_write_ready(cx))?;
             match self.inner.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
+                result => return Poll::Ready(self.wrote(result)),
             }
         }
     }
