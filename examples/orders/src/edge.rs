@@ -11,8 +11,9 @@
 //!   thrown away beside the answer, which goes out at once, so that a client that writes its
 //!   whole body before it reads sees the answer instead of a reset connection (nginx's
 //!   lingering close does the same). The reading is bounded in bytes, between frames (the
-//!   body timeout) and in all (the request deadline again); past a bound the body is dropped
-//!   and the connection closed. A body declared longer than the bound is not read at all:
+//!   body timeout) and in all (the request's deadline, counted from its start); past a bound
+//!   the body is dropped and the connection closed. Meanwhile the connection is marked
+//!   [`Draining`]: no request head is timed, but it can still be shed or closed at shutdown. A body declared longer than the bound is not read at all:
 //!   the answer says `Connection: close`.
 //!
 //! Why not tower-http's `TimeoutLayer` and `RequestBodyTimeoutLayer`: the first answers an
@@ -40,6 +41,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::config::Limits;
 use crate::problems::{DEADLINE_EXCEEDED, Problems};
+use crate::serve::Draining;
 
 /// What the edge needs.
 #[derive(Clone, Debug)]
@@ -88,7 +90,9 @@ pub fn method_label(method: &Method) -> &'static str {
 
 /// Middleware: the edge (see the module docs).
 pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
     let expects_continue = request.headers().contains_key(EXPECT);
+    let draining = request.extensions().get::<Draining>().cloned();
     let declared = declared_length(&request);
     let (parts, body) = request.into_parts();
     let (body, watch) = WatchedBody::new(body, edge.body_timeout);
@@ -122,15 +126,14 @@ pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -
         Some(rest) => {
             // The answer goes out now; the rest is read away beside it, so a refused client
             // waits for nothing and the connection stays usable once the body has ended.
-            // Bounded in bytes, per frame (the body timeout) and in all (the request
+            // Bounded in bytes, per frame (the body timeout) and in all (the request's
             // deadline); past a bound the body is dropped and hyper closes the connection.
-            let (max, stall, total) = (
-                edge.max_discard_bytes,
-                edge.body_timeout,
-                edge.request_timeout,
-            );
+            let (max, stall) = (edge.max_discard_bytes, edge.body_timeout);
+            let deadline = started + edge.request_timeout;
+            let mark = draining.as_ref().map(Draining::hold);
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(total, discard(rest, max, stall)).await;
+                let _ = tokio::time::timeout_at(deadline, discard(rest, max, stall)).await;
+                drop(mark);
             });
             response
         }

@@ -6,7 +6,8 @@
 //! | open connections ([`Limits::max_connections`], and the open-file limit less 64) | the oldest idle connection is closed to make room; with none idle the new one is refused |
 //! | request head ([`Limits::header_read_timeout_ms`], from its first byte) | a first request is answered 408 `request-timeout`; a later one on a keep-alive connection (where a response may be half-written) is closed. A partial head pipelined behind a request (already in hyper's buffer) is bounded by the idle timeout instead |
 //! | idle connection ([`Limits::idle_timeout_ms`]: no request in flight and no request head arriving; HTTP/2 PINGs do not count) | closed (HTTP/2: a GOAWAY, then a second to finish) |
-//! | a request in flight whose socket moves no byte for the idle timeout (or the request deadline, if longer) plus a second: a client that never reads its answer | the connection is closed |
+//! | a busy connection (a request being answered, or output hyper could not write yet) whose socket moves no byte for the idle timeout (or the request deadline, if longer) plus a second: a client that never reads its answer | the connection is closed; until then it is never shed or idled |
+//! | a refused body being read away ([`Draining`], see the edge) | no head is timed meanwhile; the connection can still be shed, and is closed at shutdown |
 //! | head size ([`Limits::max_header_bytes`]) | HTTP/1: 431 from hyper; HTTP/2: the stream is refused |
 //! | HTTP/2 streams per connection ([`Limits::http2_max_concurrent_streams`]) | advertised in SETTINGS; more are refused |
 //! | accept errors (out of descriptors) | the loop backs off 100 ms instead of spinning, and logs once a second at most |
@@ -190,8 +191,9 @@ async fn run_connection(
     });
     let service = {
         let conn = Arc::clone(&conn);
-        hyper::service::service_fn(move |request: http::Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
             let guard = InFlight::begin(Arc::clone(&conn));
+            request.extensions_mut().insert(Draining(Arc::clone(&conn)));
             let router = router.clone();
             async move {
                 let response = router.oneshot(request.map(Body::new)).await?;
@@ -224,7 +226,8 @@ async fn run_connection(
                 () = conn.shed.notified() => break None,
                 () = tokio::time::sleep_until(after_goaway), if goaway_sent.is_some() => break None,
                 expired = watchdog(&conn, bounds), if goaway_sent.is_none() => {
-                    if conn.http2.load(Ordering::Acquire) {
+                    // Stopping, the GOAWAY went out already: nothing more to wait for.
+                    if conn.http2.load(Ordering::Acquire) && !stopping {
                         // A GOAWAY first, so the client knows not to retry on this connection.
                         connection.as_mut().graceful_shutdown();
                         goaway_sent = Some(Instant::now());
@@ -297,8 +300,8 @@ async fn watchdog(conn: &Conn, timeouts: Timeouts) -> Expired {
     let tick = (millis(timeouts.header.min(timeouts.idle)) / 4).max(10);
     loop {
         let now = millis_now();
-        let busy = conn.in_flight.load(Ordering::Acquire) > 0;
-        let (deadline, reason) = if busy {
+        let busy = conn.is_busy();
+        let (deadline, reason) = if busy || conn.is_draining() {
             let progress = conn.last_progress.load(Ordering::Acquire);
             (progress + millis(timeouts.stall), Expired::Idle)
         } else {
@@ -311,8 +314,7 @@ async fn watchdog(conn: &Conn, timeouts: Timeouts) -> Expired {
             }
         };
         // Re-read: a request that started (or ended) meanwhile makes this deadline moot.
-        let busy_now = conn.in_flight.load(Ordering::Acquire) > 0;
-        if now >= deadline && busy_now == busy {
+        if now >= deadline && conn.is_busy() == busy {
             return reason;
         }
         let wait = deadline.saturating_sub(now).clamp(1, tick);
@@ -351,6 +353,10 @@ struct Conn {
     preface_so_far: AtomicBool,
     /// When a byte last moved either way.
     last_progress: AtomicU64,
+    /// hyper holds output the socket has not taken yet (a client reading slowly).
+    output_pending: AtomicBool,
+    /// Refused bodies being read away beside their answers ([`Draining`]).
+    draining: AtomicUsize,
     /// Requests started on it.
     served: AtomicU64,
     /// Closes it, to make room for a new connection.
@@ -358,8 +364,53 @@ struct Conn {
 }
 
 impl Conn {
+    /// A request is being answered, or its answer is still being written: never shed, and
+    /// bounded by the stall bound only.
+    fn is_busy(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0 || self.output_pending.load(Ordering::Acquire)
+    }
+
+    /// Sheddable at the cap (a connection reading away a refused body is).
     fn is_idle(&self) -> bool {
-        self.in_flight.load(Ordering::Acquire) == 0
+        !self.is_busy()
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire) > 0
+    }
+
+    /// Called whenever some activity ends: once nothing is left, the idle clock starts and
+    /// the next byte starts a request head.
+    fn settle(&self) {
+        if !self.is_busy() && !self.is_draining() {
+            self.first_byte_at.store(0, Ordering::Release);
+            self.idle_since.store(millis_now(), Ordering::Release);
+        }
+    }
+}
+
+/// Marks its connection as reading away a refused body while a [`DrainGuard`] from it lives:
+/// no request head is timed meanwhile, but the connection may still be shed or closed at
+/// shutdown. The edge finds it in the request extensions.
+#[derive(Clone, Debug)]
+pub struct Draining(Arc<Conn>);
+
+impl Draining {
+    /// Holds the mark until the guard is dropped.
+    pub fn hold(&self) -> DrainGuard {
+        self.0.draining.fetch_add(1, Ordering::AcqRel);
+        DrainGuard(Arc::clone(&self.0))
+    }
+}
+
+/// See [`Draining`].
+#[derive(Debug)]
+pub struct DrainGuard(Arc<Conn>);
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        self.0.draining.fetch_sub(1, Ordering::AcqRel);
+        self.0.settle();
     }
 }
 
@@ -376,10 +427,8 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.first_byte_at.store(0, Ordering::Release);
-            self.0.idle_since.store(millis_now(), Ordering::Release);
-        }
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.settle();
     }
 }
 
@@ -419,6 +468,8 @@ impl Registry {
             bytes_read: AtomicU64::new(0),
             preface_so_far: AtomicBool::new(true),
             last_progress: AtomicU64::new(millis_now()),
+            output_pending: AtomicBool::new(false),
+            draining: AtomicUsize::new(0),
             served: AtomicU64::new(0),
             shed: Notify::new(),
         });
@@ -493,20 +544,33 @@ impl Tracked {
                 conn.http2.store(true, Ordering::Release);
             }
         }
-        if conn.is_idle() && conn.first_byte_at.load(Ordering::Acquire) == 0 {
+        if !conn.is_busy() && !conn.is_draining() && conn.first_byte_at.load(Ordering::Acquire) == 0
+        {
             conn.first_byte_at.store(now, Ordering::Release);
         }
     }
 }
 
 impl Tracked {
-    fn wrote(&self, result: io::Result<usize>) -> io::Result<usize> {
-        if matches!(result, Ok(n) if n > 0) {
-            self.conn
-                .last_progress
-                .store(millis_now(), Ordering::Release);
+    /// Notes a write of `offered` bytes: progress, and whether hyper is left holding output.
+    fn wrote(&self, result: io::Result<usize>, offered: usize) -> io::Result<usize> {
+        let conn = &self.conn;
+        if let Ok(n) = result {
+            if n > 0 {
+                conn.last_progress.store(millis_now(), Ordering::Release);
+            }
+            if n < offered {
+                conn.output_pending.store(true, Ordering::Release);
+            } else if conn.output_pending.swap(false, Ordering::AcqRel) {
+                conn.settle();
+            }
         }
         result
+    }
+
+    fn blocked<T>(&self) -> Poll<T> {
+        self.conn.output_pending.store(true, Ordering::Release);
+        Poll::Pending
     }
 }
 
@@ -545,10 +609,12 @@ impl AsyncWrite for Tracked {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         loop {
-            ready!(self.inner.poll_write_ready(cx))?;
+            if self.inner.poll_write_ready(cx)?.is_pending() {
+                return self.blocked();
+            }
             match self.inner.try_write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(self.wrote(result)),
+                result => return Poll::Ready(self.wrote(result, buf.len())),
             }
         }
     }
@@ -558,11 +624,14 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let offered = bufs.iter().map(|b| b.len()).sum();
         loop {
-            ready!(self.inner.poll_write_ready(cx))?;
+            if self.inner.poll_write_ready(cx)?.is_pending() {
+                return self.blocked();
+            }
             match self.inner.try_write_vectored(bufs) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(self.wrote(result)),
+                result => return Poll::Ready(self.wrote(result, offered)),
             }
         }
     }

@@ -1212,3 +1212,94 @@ async fn an_http2_preface_in_pieces_is_still_http2() {
     driver.abort();
     drop(service);
 }
+
+#[test]
+fn a_connection_still_writing_its_answers_is_neither_idled_nor_shed() {
+    let service = Service::start(
+        "slow-reader",
+        &[
+            "--max-connections",
+            "1",
+            "--idle-timeout-ms",
+            "1000",
+            "--request-timeout-ms",
+            "1000",
+        ],
+        None,
+    );
+    const COUNT: usize = 150;
+    let mut stream = service.connect();
+    // 150 pipelined requests for the 50 KB contract: more than loopback's buffers hold, so
+    // hyper is left holding output while the client reads slowly.
+    let request = b"GET /openapi.yaml HTTP/1.1\r\nHost: x\r\n\r\n";
+    let pipeline: Vec<u8> = request
+        .iter()
+        .copied()
+        .cycle()
+        .take(request.len() * COUNT)
+        .collect();
+    stream.write_all(&pipeline).expect("writes");
+    let newcomer = {
+        let addr = service.addr;
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            let mut stream = TcpStream::connect(addr).expect("connects");
+            let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+            closed_within(&mut stream, Duration::from_secs(10)).1
+        })
+    };
+    let mut reader = std::io::BufReader::with_capacity(16 * 1024, stream);
+    for i in 0..COUNT {
+        let (status, length) = read_head(&mut reader);
+        assert_eq!(status, 200, "response {i}");
+        let mut body = vec![0_u8; length];
+        for chunk in body.chunks_mut(16 * 1024) {
+            reader
+                .read_exact(chunk)
+                .unwrap_or_else(|e| panic!("response {i} cut short: {e}"));
+            // About 1.6 MB/s: the whole takes several idle timeouts.
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // The busy connection kept its slot: the newcomer was refused, not served.
+    let answer = newcomer.join().expect("the newcomer ran");
+    assert!(answer.is_empty(), "{:?}", String::from_utf8_lossy(&answer));
+}
+
+#[test]
+fn reading_away_a_refused_body_is_not_timed_as_a_request_head() {
+    let service = Service::start(
+        "drain-head",
+        &[
+            "--api-keys",
+            KEY,
+            "--header-read-timeout-ms",
+            "300",
+            "--body-timeout-ms",
+            "2000",
+            "--request-timeout-ms",
+            "5000",
+        ],
+        None,
+    );
+    let mut stream = service.connect();
+    stream
+        .write_all(b"POST /v2/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
+        .expect("writes");
+    let mut reader = std::io::BufReader::new(stream.try_clone().expect("a clone"));
+    let (status, length) = read_head(&mut reader);
+    assert_eq!(status, 401);
+    let mut body = vec![0_u8; length];
+    reader.read_exact(&mut body).expect("a body");
+    // The refused body arrives slowly (2 s, longer than the head timeout), then the next
+    // request on the same connection.
+    for _ in 0..20 {
+        stream.write_all(b"x").expect("the body is still read");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("writes");
+    let (status, _) = read_head(&mut reader);
+    assert_eq!(status, 200, "the connection survived reading the body away");
+}
