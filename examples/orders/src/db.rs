@@ -515,3 +515,21 @@ mod tests {
         assert_eq!(query(Some(Direction::Before)), PAGE_BEFORE);
     }
 }
+
+#[cfg(test)]
+mod failure_tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_or_exhausted_database_is_unavailable_not_internal() {
+        assert_eq!(failure(&sqlx::Error::PoolTimedOut), Failure::Unavailable);
+        assert_eq!(failure(&sqlx::Error::PoolClosed), Failure::Unavailable);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(failure(&sqlx::Error::Io(refused)), Failure::Unavailable);
+        assert_eq!(failure(&sqlx::Error::RowNotFound), Failure::Internal);
+        assert_eq!(
+            failure(&sqlx::Error::Decode("corrupt".into())),
+            Failure::Internal
+        );
+    }
+}
