@@ -257,10 +257,8 @@ fn a_method_flood_adds_no_series_and_no_memory() {
         let method = format!("M{i:04}{}", "X".repeat(995));
         let head = format!("{method} /health HTTP/1.1\r\nHost: x\r\n\r\n");
         stream.write_all(head.as_bytes()).expect("writes");
-        let (status, length) = read_head(&mut reader);
+        let (status, body) = read_answer(&mut reader);
         assert_eq!(status, 405, "request {i}");
-        let mut body = vec![0_u8; length];
-        reader.read_exact(&mut body).expect("a body");
         assert!(String::from_utf8_lossy(&body).contains("/problems/method-not-allowed"));
     }
     // 100 KB methods exceed the head limit: refused by the protocol layer.
@@ -291,6 +289,14 @@ fn a_method_flood_adds_no_series_and_no_memory() {
         !service.log_text().contains("XXXX"),
         "a client's method was logged"
     );
+}
+
+/// One whole response from `reader`: its status and body.
+fn read_answer(reader: &mut impl std::io::BufRead) -> (u16, Vec<u8>) {
+    let (status, length) = read_head(reader);
+    let mut body = vec![0_u8; length];
+    reader.read_exact(&mut body).expect("a body");
+    (status, body)
 }
 
 fn read_head(reader: &mut impl std::io::BufRead) -> (u16, usize) {
@@ -354,10 +360,8 @@ fn a_request_head_that_never_finishes_gets_a_408_and_is_closed() {
         .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         .expect("writes");
     let mut reader = std::io::BufReader::new(stream.try_clone().expect("a clone"));
-    let (status, length) = read_head(&mut reader);
+    let (status, _) = read_answer(&mut reader);
     assert_eq!(status, 200);
-    let mut body = vec![0_u8; length];
-    reader.read_exact(&mut body).expect("a body");
     stream
         .write_all(b"GET /health HTTP/1.1\r\n")
         .expect("writes");
@@ -1287,10 +1291,8 @@ fn reading_away_a_refused_body_is_not_timed_as_a_request_head() {
         .write_all(b"POST /v2/orders HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n")
         .expect("writes");
     let mut reader = std::io::BufReader::new(stream.try_clone().expect("a clone"));
-    let (status, length) = read_head(&mut reader);
+    let (status, _) = read_answer(&mut reader);
     assert_eq!(status, 401);
-    let mut body = vec![0_u8; length];
-    reader.read_exact(&mut body).expect("a body");
     // The refused body arrives slowly (2 s, longer than the head timeout), then the next
     // request on the same connection.
     for _ in 0..20 {
