@@ -48,8 +48,8 @@ pub enum ApiKeys {
 }
 
 impl ApiKeys {
-    /// The configured list, or demo mode when it is empty. Keys are taken as they are: trim
-    /// them first ([`Config::api_keys`](crate::Config::api_keys) does).
+    /// The configured list, or demo mode when it is empty. Keys are taken as they are (the
+    /// `--api-keys` parser trims them).
     pub fn from_list(keys: &[String]) -> Self {
         if keys.is_empty() {
             ApiKeys::AnyWellFormed

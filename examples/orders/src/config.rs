@@ -56,13 +56,15 @@ pub struct Config {
     #[arg(long, env = "ORDERS_V1_SUNSET_AT", default_value = "2027-12-31T23:59:59Z", value_parser = parse_rfc3339)]
     pub v1_sunset_at: SystemTime,
 
-    /// Restricts callers to these API keys (comma-separated). Without it the service runs in
+    /// Restricts callers to these API keys (comma-separated, each trimmed of surrounding
+    /// white space: `--api-keys "a, b"`). Without it the service runs in
     /// demo mode: any key of 8 to 200 characters from `[A-Za-z0-9_-]` is accepted and is its
     /// own tenant.
     #[arg(
         long,
         env = "ORDERS_API_KEYS",
         value_delimiter = ',',
+        value_parser = parse_api_key,
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
@@ -100,7 +102,7 @@ pub struct Config {
 /// environment variable.
 #[derive(Clone, Debug, clap::Args)]
 pub struct Limits {
-    /// The most open client connections. When a new one arrives at the cap, the oldest idle
+    /// The most open client connections. When a new one arrives at the cap, the longest-idle
     /// connection is closed to make room (or, with none idle, the new one is refused). Also
     /// capped at the process's open-file limit less a reserve of 64 descriptors for the
     /// database, Redis and the runtime.
@@ -118,14 +120,16 @@ pub struct Limits {
     #[arg(long, env = "ORDERS_BODY_TIMEOUT_MS", default_value_t = 10_000)]
     pub body_timeout_ms: u64,
 
-    /// How long a connection may stay idle (no request in flight, nothing received), in
-    /// milliseconds; then it is closed. Keep-alive and HTTP/2 connections alike.
+    /// How long a connection may stay idle (no request in flight, no request head arriving),
+    /// in milliseconds; then it is closed (HTTP/2 with a GOAWAY). A busy connection whose
+    /// socket moves no byte for this (or the request deadline, if longer) plus a second is
+    /// closed too: a client that never reads its answers.
     #[arg(long, env = "ORDERS_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
     pub idle_timeout_ms: u64,
 
     /// The deadline of every request, body included, in milliseconds. Past it the handler's
     /// work is cancelled (and the database's statement too: PostgreSQL's
-    /// `statement_timeout` is set to it) and the answer is 503 `deadline-exceeded` with
+    /// `statement_timeout` and SQLite's `busy_timeout` are set to it) and the answer is 503 `deadline-exceeded` with
     /// `Retry-After`, or 408 `request-timeout` if the client was still sending its body.
     #[arg(long, env = "ORDERS_REQUEST_TIMEOUT_MS", default_value_t = 5_000)]
     pub request_timeout_ms: u64,
@@ -194,15 +198,14 @@ impl Config {
         config.database = database.into();
         config
     }
+}
 
-    /// The accepted API keys, each trimmed of surrounding white space (`--api-keys "a, b"`);
-    /// empty entries are dropped.
-    pub fn api_keys(&self) -> Vec<String> {
-        self.api_keys
-            .iter()
-            .map(|key| key.trim().to_owned())
-            .filter(|key| !key.is_empty())
-            .collect()
+fn parse_api_key(value: &str) -> Result<String, String> {
+    let key = value.trim();
+    if key.is_empty() {
+        Err("an empty API key (two commas in a row, or a trailing comma?)".to_owned())
+    } else {
+        Ok(key.to_owned())
     }
 }
 

@@ -13,8 +13,9 @@
 //!   lingering close does the same). The reading is bounded in bytes, between frames (the
 //!   body timeout) and in all (the request's deadline, counted from its start); past a bound
 //!   the body is dropped and the connection closed. Meanwhile the connection is marked
-//!   [`Draining`]: no request head is timed, but it can still be shed or closed at shutdown. A body declared longer than the bound is not read at all:
-//!   the answer says `Connection: close`.
+//!   [`Draining`]: no request head is timed, but it can still be shed or closed at shutdown.
+//!   A body declared longer than the bound is not read at all: the answer says
+//!   `Connection: close`.
 //!
 //! Why not tower-http's `TimeoutLayer` and `RequestBodyTimeoutLayer`: the first answers an
 //! empty 408 or 503 whichever side was slow, and the second's timeout error cannot be told
@@ -40,7 +41,7 @@ use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
 
 use crate::config::Limits;
-use crate::problems::{DEADLINE_EXCEEDED, Problems};
+use crate::problems::Problems;
 use crate::serve::Draining;
 
 /// What the edge needs.
@@ -107,10 +108,7 @@ pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -
         }
         Err(_) => {
             tracing::warn!(deadline = ?edge.request_timeout, "request deadline exceeded; work cancelled");
-            return edge.problems.unavailable(
-                DEADLINE_EXCEEDED,
-                "The request did not finish in time and was cancelled.",
-            );
+            return edge.problems.deadline_exceeded();
         }
     };
     if watch.timed_out() {

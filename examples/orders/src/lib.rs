@@ -305,7 +305,7 @@ impl Guardrails {
             .gone_after_sunset(true)
             .catalog(problems.catalog().clone());
         Ok(Guardrails {
-            keys: ApiKeys::from_list(&config.api_keys()),
+            keys: ApiKeys::from_list(&config.api_keys),
             paginator,
             quota,
             v1_sunset,
@@ -452,44 +452,38 @@ async fn health() -> Json<serde_json::Value> {
 /// [`READY_TIMEOUT`].
 async fn ready(State(app): State<AppState>) -> Response {
     let mut failures = Vec::new();
-    match tokio::time::timeout(READY_TIMEOUT, app.db.ping()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "readiness: database");
-            failures.push("database");
-        }
-        Err(_) => {
-            tracing::warn!("readiness: the database did not answer within a second");
-            failures.push("database");
-        }
+    if !answers("database", app.db.ping()).await {
+        failures.push("database");
     }
     if let Some(mut redis) = app.redis.clone() {
         let ping = redis::cmd("PING");
-        match tokio::time::timeout(READY_TIMEOUT, ping.query_async::<String>(&mut redis)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "readiness: redis");
-                failures.push("redis");
-            }
-            Err(_) => {
-                tracing::warn!("readiness: Redis did not answer within a second");
-                failures.push("redis");
-            }
+        if !answers("redis", ping.query_async::<String>(&mut redis)).await {
+            failures.push("redis");
         }
     }
     if failures.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        let mut response = app
-            .problems
-            .service(NOT_READY)
-            .with_detail(format!("Not reachable: {}.", failures.join(", ")))
-            .into_response::<Body>();
-        response.headers_mut().insert(
-            http::header::RETRY_AFTER,
-            HeaderValue::from(problems::RETRY_AFTER_SECONDS),
-        );
-        response
+        let detail = format!("Not reachable: {}.", failures.join(", "));
+        app.problems.unavailable(NOT_READY, detail)
+    }
+}
+
+/// Whether a readiness probe succeeds within [`READY_TIMEOUT`]; logs why not.
+async fn answers<T, E: std::fmt::Display>(
+    dependency: &'static str,
+    probe: impl Future<Output = Result<T, E>>,
+) -> bool {
+    match tokio::time::timeout(READY_TIMEOUT, probe).await {
+        Ok(Ok(_)) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, dependency, "readiness: failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(dependency, timeout = ?READY_TIMEOUT, "readiness: no answer in time");
+            false
+        }
     }
 }
 

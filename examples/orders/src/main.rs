@@ -42,29 +42,20 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         "orders listening"
     );
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    // One deadline for the whole exit: draining connections, then closing the pool.
-    let deadline = std::sync::Arc::new(std::sync::OnceLock::new());
-    let shutdown = {
-        let deadline = std::sync::Arc::clone(&deadline);
-        async move {
-            shutdown_signal().await;
-            let _ = deadline.set(tokio::time::Instant::now() + grace);
-            tracing::info!(
-                ?grace,
-                "shutting down: no new connections, finishing requests in flight"
-            );
-        }
+    let shutdown = async move {
+        shutdown_signal().await;
+        tracing::info!(
+            ?grace,
+            "shutting down: no new connections, finishing requests in flight"
+        );
     };
-    // The pool's close gets its own share of the grace period (a second, or half of a
-    // shorter one), so a clean close is not starved by slow connections.
+    // The grace period bounds the whole exit: draining connections, then closing the pool,
+    // which keeps its own share (a second, or half of a shorter grace) so slow connections
+    // cannot starve a clean close.
     let close_budget = Duration::from_secs(1).min(grace / 2);
     let drain = grace.saturating_sub(close_budget);
     orders::serve::serve(listener, app.router(), &config.limits, shutdown, drain).await?;
-    let deadline = deadline
-        .get()
-        .copied()
-        .unwrap_or_else(tokio::time::Instant::now);
-    if tokio::time::timeout_at(deadline, app.database().close())
+    if tokio::time::timeout(close_budget, app.database().close())
         .await
         .is_err()
     {

@@ -3,14 +3,18 @@
 //! type handlers return; and the documentation page each type URI leads to (RFC 9457
 //! §3.1.1), served at `GET /problems/{slug}`.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Path;
 use axum::response::{Html, IntoResponse, Response};
-use http::header::{CONNECTION, RETRY_AFTER};
-use http::{HeaderValue, StatusCode};
-use tower_problem_details::{Problem, ProblemCatalog, ProblemKind, UriRef, ValidationErrors};
+use http::header::{CONNECTION, RETRY_AFTER as RETRY_AFTER_HEADER};
+use http::{HeaderName, HeaderValue, StatusCode};
+use tower_problem_details::{
+    Problem, ProblemCatalog, ProblemKind, UriRef, ValidationErrors, retry_after_seconds,
+};
 
 use crate::db::{DbError, Failure, failure};
 
@@ -118,8 +122,9 @@ pub const METHOD_NOT_ALLOWED: &str = "method-not-allowed";
 /// 503: a dependency (database, Redis) does not answer.
 pub const NOT_READY: &str = "not-ready";
 
-/// `Retry-After` on the service's 503s: whole seconds (RFC 9110 §10.2.3).
-pub const RETRY_AFTER_SECONDS: u32 = 1;
+/// How soon the service's 503s ask to be retried (`Retry-After`, in whole seconds as
+/// [`retry_after_seconds`] rounds it).
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Builds every problem of the service.
 #[derive(Clone, Debug, Default)]
@@ -150,27 +155,31 @@ impl Problems {
     }
 
     /// A 503 of the service's own types, with `Retry-After`.
-    pub fn unavailable(&self, slug: &'static str, detail: &'static str) -> Response {
-        let mut response = self
-            .service(slug)
-            .with_detail(detail)
-            .into_response::<Body>();
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
-        response
+    pub fn unavailable(
+        &self,
+        slug: &'static str,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> Response {
+        let seconds = retry_after_seconds(RETRY_AFTER);
+        with_header(
+            self.service(slug).with_detail(detail),
+            RETRY_AFTER_HEADER,
+            HeaderValue::from(seconds),
+        )
+    }
+
+    /// 503 `deadline-exceeded`: the request's work was cancelled at its deadline.
+    pub fn deadline_exceeded(&self) -> Response {
+        self.unavailable(
+            DEADLINE_EXCEEDED,
+            "The request did not finish in time and was cancelled.",
+        )
     }
 
     /// 408 `request-timeout`, closing the connection (the rest of the body is not read).
     pub fn request_timeout(&self, detail: &'static str) -> Response {
-        let mut response = self
-            .service(REQUEST_TIMEOUT)
-            .with_detail(detail)
-            .into_response::<Body>();
-        response
-            .headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
-        response
+        let problem = self.service(REQUEST_TIMEOUT).with_detail(detail);
+        with_header(problem, CONNECTION, HeaderValue::from_static("close"))
     }
 
     /// 422 `validation-failed` with the JSON Pointers of what is wrong.
@@ -197,6 +206,12 @@ impl Problems {
     pub fn internal(&self) -> Response {
         self.kind(ProblemKind::Internal).into_response::<Body>()
     }
+}
+
+fn with_header(problem: Problem, name: HeaderName, value: HeaderValue) -> Response {
+    let mut response = problem.into_response::<Body>();
+    response.headers_mut().insert(name, value);
+    response
 }
 
 /// What a handler fails with: a problem, already built, or a database error, answered by what
@@ -239,10 +254,7 @@ impl IntoResponse for ApiError {
             }
             Failure::Deadline => {
                 tracing::warn!(%error, "database statement cancelled at the deadline");
-                problems.unavailable(
-                    DEADLINE_EXCEEDED,
-                    "The request did not finish in time and was cancelled.",
-                )
+                problems.deadline_exceeded()
             }
             Failure::Internal => {
                 tracing::error!(%error, "database error");

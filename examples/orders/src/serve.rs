@@ -3,7 +3,7 @@
 //!
 //! | bound | what happens at it |
 //! |---|---|
-//! | open connections ([`Limits::max_connections`], and the open-file limit less 64) | the oldest idle connection is closed to make room; with none idle the new one is refused |
+//! | open connections ([`Limits::max_connections`], and the open-file limit less 64) | the longest-idle connection is closed to make room (one reading away a refused body counts as idle); with none idle the new one is refused |
 //! | request head ([`Limits::header_read_timeout_ms`], from its first byte) | a first request is answered 408 `request-timeout`; a later one on a keep-alive connection (where a response may be half-written) is closed. A partial head pipelined behind a request (already in hyper's buffer) is bounded by the idle timeout instead |
 //! | idle connection ([`Limits::idle_timeout_ms`]: no request in flight and no request head arriving; HTTP/2 PINGs do not count) | closed (HTTP/2: a GOAWAY, then a second to finish) |
 //! | a busy connection (a request being answered, or output hyper could not write yet) whose socket moves no byte for the idle timeout (or the request deadline, if longer) plus a second: a client that never reads its answer | the connection is closed; until then it is never shed or idled |
@@ -33,9 +33,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
+use tower_problem_details::APPLICATION_PROBLEM_JSON;
 
 use crate::config::Limits;
 use crate::observe;
+use crate::problems::{Problems, REQUEST_TIMEOUT};
 
 /// Descriptors kept free for the database pool, Redis, SQLite's files and the runtime.
 pub const RESERVED_DESCRIPTORS: u64 = 64;
@@ -370,11 +372,6 @@ impl Conn {
         self.in_flight.load(Ordering::Acquire) > 0 || self.output_pending.load(Ordering::Acquire)
     }
 
-    /// Sheddable at the cap (a connection reading away a refused body is).
-    fn is_idle(&self) -> bool {
-        !self.is_busy()
-    }
-
     fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire) > 0
     }
@@ -450,7 +447,7 @@ impl Registry {
             // The connection idle the longest (a scan, only when at the cap).
             let oldest_idle = open
                 .values()
-                .filter(|conn| conn.is_idle())
+                .filter(|conn| !conn.is_busy())
                 .min_by_key(|conn| conn.idle_since.load(Ordering::Acquire))
                 .map(|conn| conn.id)?;
             if let Some(conn) = open.remove(&oldest_idle) {
@@ -661,14 +658,14 @@ fn shutdown_write(stream: &TcpStream) -> io::Result<()> {
 /// then a lingering close (the rest read away for at most a second) so that the close does
 /// not turn into a reset that destroys the answer.
 async fn answer_stalled_head(stream: &TcpStream) {
-    const BODY: &str = concat!(
-        r#"{"type":"/problems/request-timeout","title":"Request not received in time","#,
-        r#""status":408,"detail":"The request head did not arrive in time."}"#
-    );
+    let body = Problems::default()
+        .service(REQUEST_TIMEOUT)
+        .with_detail("The request head did not arrive in time.")
+        .to_json_string();
     let answer = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/problem+json\r\n\
-         cache-control: no-store\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
-        BODY.len()
+        "HTTP/1.1 408 Request Timeout\r\ncontent-type: {APPLICATION_PROBLEM_JSON}\r\n\
+         cache-control: no-store\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
     );
     if stream.try_write(answer.as_bytes()).is_err() || shutdown_write(stream).is_err() {
         return;
