@@ -18,7 +18,9 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_idempotency::{IdempotencyLayer, IdempotencyStore, MemoryStore, RedisStore, Scope};
+use tower_idempotency::{
+    IdempotencyLayer, IdempotencyStore, MemoryStore, RedisBackend, RedisStore, Scope,
+};
 
 type Body = Full<Bytes>;
 
@@ -128,8 +130,11 @@ fn redis(c: &mut Criterion) {
         .expect("runtime");
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("idembench-{}", std::process::id());
-    match runtime.block_on(RedisStore::connect(&url, &prefix)) {
-        Ok(store) => cases(c, &runtime, "idempotency/redis", store),
+    match runtime.block_on(RedisBackend::connect(&url)) {
+        Ok(backend) => {
+            let store = RedisStore::new(backend, &prefix).expect("a valid prefix");
+            cases(c, &runtime, "idempotency/redis", store);
+        }
         // A bench, not a test: say plainly what was not measured.
         #[allow(clippy::print_stderr)] // The only way a bench binary can say so.
         Err(error) => eprintln!("idempotency/redis not measured: no Redis at {url} ({error})"),

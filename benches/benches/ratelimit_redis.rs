@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tower_ratelimit::{Policy, Quota, RateLimitKey, RateLimitStore, RedisStore};
+use tower_ratelimit::{Policy, Quota, RateLimitKey, RateLimitStore, RedisBackend, RedisStore};
 
 const KEYS: u32 = 100_000;
 
@@ -39,8 +39,13 @@ async fn main() {
     let seconds: u64 = env_or("BENCH_SECONDS", 5);
     let tasks: usize = env_or("TASKS", 64);
     let prefix = format!("rlbench-{}", std::process::id());
-    let store = match RedisStore::connect(&url, &prefix).await {
-        Ok(store) => store.timeout(Duration::from_secs(5)),
+    let backend = RedisBackend::connect(&url).await.and_then(|backend| {
+        let backend = backend.timeout(Duration::from_secs(5)).expect("non-zero");
+        let store = RedisStore::new(backend, &prefix).expect("a valid prefix");
+        Ok(store)
+    });
+    let store = match backend {
+        Ok(store) => store,
         Err(error) => {
             eprintln!("ratelimit_redis: cannot use Redis at {url}: {error}");
             std::process::exit(2);

@@ -46,13 +46,34 @@ impl KeyError {
     }
 }
 
-/// Reads the key from `headers`: `Ok(None)` when there is none.
+/// Reads the key from `headers` as the layer does: `Ok(None)` when there is none.
+///
+/// For code that takes the key from somewhere the layer does not look (gRPC metadata is
+/// carried in the same `HeaderMap`), and for fuzzing.
+///
+/// ```
+/// use http::{HeaderMap, HeaderValue};
+/// use tower_idempotency::{DEFAULT_MAX_KEY_LEN, IDEMPOTENCY_KEY, KeyError, parse_idempotency_key};
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("\"order-1\""));
+/// assert_eq!(parse_idempotency_key(&headers, DEFAULT_MAX_KEY_LEN), Ok(Some("order-1".into())));
+/// headers.append(IDEMPOTENCY_KEY, HeaderValue::from_static("order-2"));
+/// assert_eq!(parse_idempotency_key(&headers, DEFAULT_MAX_KEY_LEN), Err(KeyError::Repeated));
+/// ```
 ///
 /// The header is an RFC 9651 Item whose value must be a String (`"…"`, parameters ignored).
 /// Many clients (Stripe's among them) send the key unquoted, so a value that is not a String
 /// but is a run of visible ASCII without `"`, `,` or `;` is taken as it stands. The quoted and unquoted
 /// forms of the same characters are the same key.
-pub(crate) fn parse(headers: &HeaderMap, max_len: usize) -> Result<Option<String>, KeyError> {
+///
+/// # Errors
+///
+/// The [`KeyError`] the layer answers 400 `idempotency-key-invalid` with.
+pub fn parse_idempotency_key(
+    headers: &HeaderMap,
+    max_len: usize,
+) -> Result<Option<String>, KeyError> {
     let mut lines = headers.get_all(IDEMPOTENCY_KEY).iter();
     let Some(value) = lines.next() else {
         return Ok(None);
@@ -133,7 +154,7 @@ mod tests {
     }
 
     fn parsed(values: &[&[u8]]) -> Result<Option<String>, KeyError> {
-        parse(&headers(values), DEFAULT_MAX_KEY_LEN)
+        parse_idempotency_key(&headers(values), DEFAULT_MAX_KEY_LEN)
     }
 
     #[test]

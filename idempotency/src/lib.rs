@@ -95,7 +95,6 @@
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
-mod error;
 mod guard;
 mod key;
 mod layer;
@@ -107,8 +106,10 @@ mod scope;
 mod service;
 mod store;
 
-pub use error::StoreError;
-pub use key::{DEFAULT_MAX_KEY_LEN, IDEMPOTENCY_KEY, KeyError, ScopedKey};
+#[cfg(feature = "redis")]
+pub use guardrail_store::redis::RedisBackend;
+pub use guardrail_store::{StoreError, StoreErrorKind, StoreFuture};
+pub use key::{DEFAULT_MAX_KEY_LEN, IDEMPOTENCY_KEY, KeyError, ScopedKey, parse_idempotency_key};
 pub use layer::{
     DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_TTL,
     IdempotencyLayer, MAX_DURATION,
@@ -120,10 +121,9 @@ pub use scope::Scope;
 pub use service::{Idempotency, ResponseFuture};
 pub use store::memory::MemoryStore;
 #[cfg(feature = "redis")]
-pub use store::redis::{DEFAULT_TIMEOUT, RedisStore};
+pub use store::redis::RedisStore;
 pub use store::{
-    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreFuture, StoreKey,
-    StoredResponse,
+    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreKey, StoredResponse,
 };
 
 /// How the layer handled a request, put into the response extensions.

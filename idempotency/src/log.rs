@@ -1,12 +1,15 @@
 //! What the layer reports through `tracing` (feature `tracing`); nothing without it.
 
-use crate::error::StoreError;
 use crate::store::Fenced;
+use guardrail_store::StoreError;
 
 /// A store operation failed.
 pub(crate) fn store_error(operation: &str, error: &StoreError) {
+    // An open breaker logs once when it opens, not per request.
     #[cfg(feature = "tracing")]
-    tracing::warn!(operation, %error, "idempotency store failed");
+    if error.kind() != guardrail_store::StoreErrorKind::CircuitOpen {
+        tracing::warn!(operation, %error, "idempotency store failed");
+    }
     #[cfg(not(feature = "tracing"))]
     let _ = (operation, error);
 }

@@ -121,7 +121,7 @@ where
     if !config.methods.contains(request.method()) {
         return bypass(inner.call(request).await);
     }
-    let key = match key::parse(request.headers(), config.max_key_len) {
+    let key = match key::parse_idempotency_key(request.headers(), config.max_key_len) {
         Ok(Some(key)) => key,
         Ok(None) if config.required => return reject(IdempotencyRejection::KeyMissing, None),
         Ok(None) => return bypass(inner.call(request).await),
@@ -190,10 +190,9 @@ where
             }
             Err(error) => {
                 crate::log::store_error("claim", &error);
-                return reject(
-                    IdempotencyRejection::StoreUnavailable,
-                    Some(STORE_RETRY_AFTER),
-                );
+                // An open breaker knows when it next tries the store.
+                let wait = error.retry_after().unwrap_or(STORE_RETRY_AFTER);
+                return reject(IdempotencyRejection::StoreUnavailable, Some(wait));
             }
         }
     };

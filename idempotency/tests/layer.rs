@@ -14,7 +14,7 @@ use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_idempotency::{
     Claim, Fenced, FencingToken, Fingerprint, IdempotencyLayer, IdempotencyOutcome,
     IdempotencyRejection, IdempotencyStore, MemoryStore, Outcome, Scope, ScopedKey, StoreError,
-    StoreFuture, StoreKey,
+    StoreErrorKind, StoreFuture, StoreKey,
 };
 
 type Body = Full<Bytes>;
@@ -764,7 +764,7 @@ struct DownStore;
 
 impl IdempotencyStore for DownStore {
     fn claim(&self, _: StoreKey, _: Fingerprint, _: Duration) -> StoreFuture<Claim> {
-        Box::pin(async { Err(StoreError::new("down", None)) })
+        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
     }
     fn complete(
         &self,
@@ -774,13 +774,13 @@ impl IdempotencyStore for DownStore {
         _: Outcome,
         _: Duration,
     ) -> StoreFuture<Fenced> {
-        Box::pin(async { Err(StoreError::new("down", None)) })
+        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
     }
     fn release(&self, _: StoreKey, _: FencingToken) -> StoreFuture<Fenced> {
-        Box::pin(async { Err(StoreError::new("down", None)) })
+        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
     }
     fn renew(&self, _: StoreKey, _: FencingToken, _: Duration) -> StoreFuture<Fenced> {
-        Box::pin(async { Err(StoreError::new("down", None)) })
+        Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })
     }
 }
 

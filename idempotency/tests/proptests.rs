@@ -211,7 +211,8 @@ mod on_redis {
             let redis = redis("idempotency_prop_redis_store_agrees_with_the_model");
             runtime.block_on(async {
                 let prefix = redis.prefix().trim_end_matches(':');
-                let store = RedisStore::connect(redis.url(), prefix).await.unwrap();
+                let backend = tower_idempotency::RedisBackend::connect(redis.url()).await.unwrap();
+                let store = RedisStore::new(backend, prefix).unwrap();
                 let mut raw = redis::Client::open(redis.url())
                     .unwrap()
                     .get_multiplexed_async_connection()

@@ -11,7 +11,15 @@ use guardrail_test_support::{RedisServer, redis};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_idempotency::{IdempotencyLayer, RedisStore, Scope, conformance};
+use tower_idempotency::{IdempotencyLayer, RedisBackend, RedisStore, Scope, conformance};
+
+/// A store on its own back end (its own connection and breaker), scripts loaded.
+async fn connect(url: &str, prefix: &str) -> RedisStore {
+    let backend = RedisBackend::connect(url).await.unwrap();
+    let store = RedisStore::new(backend, prefix).unwrap();
+    store.preload().await.unwrap();
+    store
+}
 
 type Body = Full<Bytes>;
 
@@ -31,7 +39,7 @@ async fn instance(
 ) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
 + Clone
 + use<> {
-    let store = RedisStore::connect(url, prefix).await.unwrap();
+    let store = connect(url, prefix).await;
     let runs = Arc::clone(runs);
     ServiceBuilder::new()
         .layer(IdempotencyLayer::new(
@@ -53,9 +61,7 @@ async fn instance(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_store_keeps_the_contract() {
     let redis = redis("idempotency_redis_store_keeps_the_contract");
-    let store = RedisStore::connect(redis.url(), redis.prefix().trim_end_matches(':'))
-        .await
-        .unwrap();
+    let store = connect(redis.url(), redis.prefix().trim_end_matches(':')).await;
     conformance::run(&store).await;
 }
 

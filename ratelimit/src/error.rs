@@ -1,4 +1,4 @@
-//! Configuration and store errors.
+//! Configuration errors (store errors are `guardrail_store::StoreError`).
 
 use std::fmt;
 
@@ -22,8 +22,6 @@ pub enum ConfigErrorKind {
     NoPolicies,
     /// A trusted-proxy entry that is neither an IP address nor a CIDR network.
     TrustedProxy(String),
-    /// A key prefix that is empty or contains `{` or `}` (they would break hash tags).
-    KeyPrefix(String),
     /// A key-table bound of zero.
     MaxKeys,
 }
@@ -55,47 +53,9 @@ impl fmt::Display for ConfigError {
             ConfigErrorKind::TrustedProxy(entry) => {
                 write!(f, "`{entry}` is not an IP address or CIDR network")
             }
-            ConfigErrorKind::KeyPrefix(prefix) => write!(
-                f,
-                "`{prefix}` cannot be a key prefix (empty, or contains `{{` or `}}`)"
-            ),
             ConfigErrorKind::MaxKeys => f.write_str("the key table needs room for at least one key"),
         }
     }
 }
 
 impl std::error::Error for ConfigError {}
-
-/// A store could not decide (Redis unreachable, timed out, or answered nonsense).
-#[derive(Debug)]
-pub struct StoreError {
-    message: String,
-    source: Option<Box<dyn std::error::Error + Send + Sync>>,
-}
-
-impl StoreError {
-    /// A store error with a message and an optional cause.
-    pub fn new(
-        message: impl Into<String>,
-        source: Option<Box<dyn std::error::Error + Send + Sync>>,
-    ) -> Self {
-        StoreError {
-            message: message.into(),
-            source,
-        }
-    }
-}
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for StoreError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
-    }
-}

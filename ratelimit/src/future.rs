@@ -141,18 +141,22 @@ where
                             return Poll::Ready(Ok(response));
                         }
                         Err(error) => {
+                            // An open breaker logs once when it opens, not per request.
                             #[cfg(feature = "tracing")]
-                            tracing::warn!(
-                                error = %error,
-                                fail_closed = config.fail_closed,
-                                "rate-limit store failed"
-                            );
+                            if error.kind() != guardrail_store::StoreErrorKind::CircuitOpen {
+                                tracing::warn!(
+                                    error = %error,
+                                    fail_closed = config.fail_closed,
+                                    "rate-limit store failed"
+                                );
+                            }
                             report(Outcome::StoreError {
                                 error: &error,
                                 rejected: config.fail_closed,
                             });
                             if config.fail_closed {
-                                let response = rejection::store_unavailable(&config.catalog);
+                                let response =
+                                    rejection::store_unavailable(&config.catalog, &error);
                                 this.step.set(Step::Answered { response: None });
                                 return Poll::Ready(Ok(response));
                             }

@@ -16,8 +16,11 @@ mod store;
 mod window;
 
 pub use decision::{Decision, Decisions};
-pub use error::{ConfigError, ConfigErrorKind, StoreError};
+pub use error::{ConfigError, ConfigErrorKind};
 pub use future::ResponseFuture;
+#[cfg(feature = "redis")]
+pub use guardrail_store::redis::RedisBackend;
+pub use guardrail_store::{StoreError, StoreErrorKind};
 pub use headers::{
     RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
@@ -30,4 +33,4 @@ pub use service::RateLimit;
 pub use store::RateLimitStore;
 pub use store::memory::{MemoryPrepared, MemoryStore};
 #[cfg(feature = "redis")]
-pub use store::redis::{DEFAULT_TIMEOUT, RedisFuture, RedisPrepared, RedisStore};
+pub use store::redis::{RedisFuture, RedisPrepared, RedisStore};

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::decision::Decisions;
-use crate::error::StoreError;
 use crate::key::RateLimitKey;
 use crate::policy::Policy;
+use guardrail_store::StoreError;
 
 /// Totals since the layer was built, shared by every clone.
 #[derive(Debug, Default)]

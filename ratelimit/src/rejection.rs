@@ -1,6 +1,9 @@
 //! The responses the layer answers itself, and the typed reasons it records.
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use guardrail_store::StoreError;
 use http::header::RETRY_AFTER;
 use http::{HeaderValue, Response};
 use tower_problem_details::{Problem, ProblemCatalog, ProblemKind, retry_after_seconds};
@@ -76,14 +79,19 @@ pub(crate) fn quota_exceeded<B: From<Bytes>>(
     response
 }
 
-pub(crate) fn store_unavailable<B: From<Bytes>>(catalog: &ProblemCatalog) -> Response<B> {
+/// The fail-closed answer; `error` may know when the store is next tried (an open breaker).
+pub(crate) fn store_unavailable<B: From<Bytes>>(
+    catalog: &ProblemCatalog,
+    error: &StoreError,
+) -> Response<B> {
     let mut response = catalog
         .problem(ProblemKind::RateLimitStoreUnavailable)
         .with_detail("The rate-limit store cannot be reached; the request was not processed.")
         .into_response::<B>();
+    let wait = error.retry_after().unwrap_or(Duration::from_secs(1));
     response
         .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
     response
         .extensions_mut()
         .insert(RateLimitRejection::StoreUnavailable);

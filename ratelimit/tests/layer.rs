@@ -13,7 +13,7 @@ use serde_json::Value;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_ratelimit::{
     Decisions, KeyExtractor, MemoryStore, Outcome, Policy, Quota, RateLimitKey, RateLimitLayer,
-    RateLimitRejection, RateLimitStore, StoreError, TrustedProxies,
+    RateLimitRejection, RateLimitStore, StoreError, StoreErrorKind, TrustedProxies,
 };
 
 type Body = Full<Bytes>;
@@ -354,7 +354,7 @@ impl RateLimitStore for BrokenStore {
     fn prepare(&self, _: &[Policy]) {}
 
     fn check(&self, _: &(), _: &RateLimitKey, _: u64) -> Self::Future {
-        ready(Err(StoreError::new("down", None)))
+        ready(Err(StoreError::new(StoreErrorKind::Unavailable, "down")))
     }
 }
 

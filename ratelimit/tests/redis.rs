@@ -8,7 +8,15 @@ use guardrail_test_support::{RedisServer, redis};
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_ratelimit::{KeyExtractor, Policy, Quota, RateLimitLayer, RedisStore};
+use tower_ratelimit::{KeyExtractor, Policy, Quota, RateLimitLayer, RedisBackend, RedisStore};
+
+/// A store on its own back end (its own connection and breaker), scripts loaded.
+async fn connect(url: &str, prefix: &str) -> RedisStore {
+    let backend = RedisBackend::connect(url).await.unwrap();
+    let store = RedisStore::new(backend, prefix).unwrap();
+    store.preload().await.unwrap();
+    store
+}
 
 type Body = Full<Bytes>;
 
@@ -54,20 +62,10 @@ async fn two_layer_instances_on_one_redis_share_one_limit() {
     let prefix = redis.prefix().trim_end_matches(':');
     // Two "instances": separate stores, connections and layers.
     let a = service(
-        RateLimitLayer::new(
-            RedisStore::connect(redis.url(), prefix).await.unwrap(),
-            policies(),
-            api_key(),
-        )
-        .unwrap(),
+        RateLimitLayer::new(connect(redis.url(), prefix).await, policies(), api_key()).unwrap(),
     );
     let b = service(
-        RateLimitLayer::new(
-            RedisStore::connect(redis.url(), prefix).await.unwrap(),
-            policies(),
-            api_key(),
-        )
-        .unwrap(),
+        RateLimitLayer::new(connect(redis.url(), prefix).await, policies(), api_key()).unwrap(),
     );
     let mut statuses = Vec::new();
     for i in 0..5 {
@@ -119,7 +117,7 @@ async fn two_layer_instances_on_one_redis_share_one_limit() {
 async fn mixing_global_and_per_key_policies_tags_every_key_with_the_prefix() {
     let redis = redis("mixing_global_and_per_key_policies");
     let prefix = redis.prefix().trim_end_matches(':');
-    let store = RedisStore::connect(redis.url(), prefix).await.unwrap();
+    let store = connect(redis.url(), prefix).await;
     let global = Policy::gcra("global", Quota::per_second(1000).unwrap())
         .unwrap()
         .global();
@@ -163,7 +161,7 @@ async fn command_calls(
 async fn each_request_costs_exactly_one_redis_round_trip() {
     // A private server, so that no other test's commands are counted.
     let server = RedisServer::spawn().unwrap();
-    let store = RedisStore::connect(&server.url(), "rt").await.unwrap();
+    let store = connect(&server.url(), "rt").await;
     let service = service(RateLimitLayer::new(store, policies(), api_key()).unwrap());
     let mut observer = connection(&server.url()).await;
     let before = command_calls(&mut observer).await;
@@ -194,19 +192,11 @@ async fn redis_down_fails_open_or_closed_and_recovers_when_it_returns() {
     let server = RedisServer::spawn().unwrap();
     let port = server.port();
     let url = server.url();
-    let open_layer = RateLimitLayer::new(
-        RedisStore::connect(&url, "down").await.unwrap(),
-        policies(),
-        api_key(),
-    )
-    .unwrap();
-    let closed_layer = RateLimitLayer::new(
-        RedisStore::connect(&url, "down").await.unwrap(),
-        policies(),
-        api_key(),
-    )
-    .unwrap()
-    .fail_closed();
+    let open_layer =
+        RateLimitLayer::new(connect(&url, "down").await, policies(), api_key()).unwrap();
+    let closed_layer = RateLimitLayer::new(connect(&url, "down").await, policies(), api_key())
+        .unwrap()
+        .fail_closed();
     let (open, closed) = (service(open_layer.clone()), service(closed_layer.clone()));
     assert_eq!(
         open.clone().oneshot(request("k")).await.unwrap().status(),
@@ -261,18 +251,8 @@ async fn same_named_policies_with_other_parameters_never_share_state() {
     let prefix = redis.prefix().trim_end_matches(':');
     let gcra = Policy::gcra("p", Quota::per_minute(2).unwrap()).unwrap();
     let window = Policy::sliding_window("p", 5, Duration::from_secs(60)).unwrap();
-    let a = RateLimitLayer::new(
-        RedisStore::connect(redis.url(), prefix).await.unwrap(),
-        [gcra],
-        api_key(),
-    )
-    .unwrap();
-    let b = RateLimitLayer::new(
-        RedisStore::connect(redis.url(), prefix).await.unwrap(),
-        [window],
-        api_key(),
-    )
-    .unwrap();
+    let a = RateLimitLayer::new(connect(redis.url(), prefix).await, [gcra], api_key()).unwrap();
+    let b = RateLimitLayer::new(connect(redis.url(), prefix).await, [window], api_key()).unwrap();
     for _ in 0..2 {
         for layer in [&a, &b] {
             let response = service(layer.clone())

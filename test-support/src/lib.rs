@@ -28,8 +28,12 @@
 //! prefix ([`TestRedis::prefix`]), unique across tests, runs and processes.
 
 mod postgres;
+#[cfg(feature = "redis")]
+mod redis_fake;
 
 pub use postgres::{TestDatabase, postgres_database};
+#[cfg(feature = "redis")]
+pub use redis_fake::{FakeRedis, Reply};
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -315,6 +319,35 @@ cleanup"#;
         Some(!stat.is_empty() && !stat.contains(") Z "))
     }
 
+    /// Freezes the server (`SIGSTOP`): connections stay open and nothing answers, as when
+    /// Redis hangs. [`resume`](Self::resume) thaws it.
+    ///
+    /// # Panics
+    ///
+    /// When the server's process is unknown or `kill` fails.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a server that [`pause`](Self::pause) froze (`SIGCONT`).
+    ///
+    /// # Panics
+    ///
+    /// When the server's process is unknown or `kill` fails.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.dir.join("pid")).expect("redis-server's pid file");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.trim())
+            .status()
+            .expect("`kill` runs");
+        assert!(status.success(), "kill {signal} {} failed", pid.trim());
+    }
+
     /// The port the server listens on (127.0.0.1).
     pub fn port(&self) -> u16 {
         self.port
@@ -328,6 +361,10 @@ cleanup"#;
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A frozen server cannot act on the shell's SIGTERM.
+        if self.redis_alive() == Some(true) {
+            let _ = std::panic::catch_unwind(|| self.resume());
+        }
         // Closing the pipe tells the supervising shell to stop the server and clean up.
         drop(self.stdin.take());
         let _ = self.supervisor.wait();

@@ -48,9 +48,10 @@ use axum::handler::Handler;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
+use guardrail_store::CircuitBreaker;
+use guardrail_store::redis::RedisBackend;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, StatusCode};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde_json::json;
 use tower_cursor::{
     CursorCodec, CursorLayer, CursorSecret, KeyId, KeyRing, Paginator, QueryFingerprint,
@@ -115,7 +116,7 @@ pub struct AppState {
     pub problems: Problems,
     /// The guardrail stores.
     pub stores: Stores,
-    redis: Option<ConnectionManager>,
+    redis: Option<RedisBackend>,
 }
 
 impl AppState {
@@ -137,7 +138,7 @@ impl AppState {
             .map_err(|e| fail("cannot open the database")(&e))?;
         let redis = match &config.redis {
             None => None,
-            Some(url) => Some(redis_connection(url).await?),
+            Some(url) => Some(redis_backend(url).await?),
         };
         let stores = match (&redis, config.demo_disable_guardrails) {
             (_, true) => Stores::Off,
@@ -145,7 +146,7 @@ impl AppState {
                 idempotency: tower_idempotency::MemoryStore::new(),
                 ratelimit: tower_ratelimit::MemoryStore::new(),
             },
-            (Some(connection), false) => redis_stores(connection, &config.redis_prefix).await?,
+            (Some(backend), false) => redis_stores(backend, &config.redis_prefix).await?,
         };
         Ok(AppState {
             config: Arc::new(config.clone()),
@@ -409,29 +410,25 @@ impl Guardrails {
     }
 }
 
-/// One reconnecting Redis connection: both stores and `/ready` share it.
-async fn redis_connection(url: &str) -> Result<ConnectionManager, BuildError> {
-    let client = redis::Client::open(url).map_err(|e| fail("--redis")(&e))?;
-    // No response timeout here: each store bounds its own calls, and `/ready` its PING.
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(None)
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_with_config(client, config)
+/// One Redis back end (one reconnecting connection, one deadline, one circuit breaker):
+/// both stores and `/ready` share it, so an outage is seen once and fails fast everywhere.
+async fn redis_backend(url: &str) -> Result<RedisBackend, BuildError> {
+    let backend = RedisBackend::connect(url)
         .await
-        .map_err(|e| fail("cannot reach Redis")(&e))
+        .map_err(|e| fail("cannot reach Redis")(&e))?;
+    let breaker = CircuitBreaker::new().on_transition(observe::count_breaker_transition);
+    Ok(backend.breaker(breaker))
 }
 
-async fn redis_stores(connection: &ConnectionManager, prefix: &str) -> Result<Stores, BuildError> {
+async fn redis_stores(backend: &RedisBackend, prefix: &str) -> Result<Stores, BuildError> {
     let idempotency =
-        tower_idempotency::RedisStore::new(connection.clone(), &format!("{prefix}:idem"))
+        tower_idempotency::RedisStore::new(backend.clone(), &format!("{prefix}:idem"))
             .map_err(|e| fail("--redis-prefix")(&e))?;
     idempotency
         .preload()
         .await
         .map_err(|e| fail("cannot reach Redis for idempotency")(&e))?;
-    let ratelimit = tower_ratelimit::RedisStore::new(connection.clone(), &format!("{prefix}:rl"))
+    let ratelimit = tower_ratelimit::RedisStore::new(backend.clone(), &format!("{prefix}:rl"))
         .map_err(|e| fail("--redis-prefix")(&e))?;
     ratelimit
         .preload()
@@ -455,7 +452,8 @@ async fn ready(State(app): State<AppState>) -> Response {
     if !answers("database", app.db.ping()).await {
         failures.push("database");
     }
-    if let Some(mut redis) = app.redis.clone() {
+    if let Some(redis) = &app.redis {
+        let mut redis = redis.connection().clone();
         let ping = redis::cmd("PING");
         if !answers("redis", ping.query_async::<String>(&mut redis)).await {
             failures.push("redis");

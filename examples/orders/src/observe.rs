@@ -12,6 +12,8 @@
 //! | `orders_deprecated_calls_total` | counter | `version`, `phase` |
 //! | `orders_connections_open` | gauge | |
 //! | `orders_connections_closed_total` | counter | `reason` (`shed_idle`, `refused`) |
+//! | `orders_redis_breaker_transitions_total` | counter | `to` (`open`, `half_open`, `closed`) |
+//! | `orders_redis_breaker_open` | gauge | |
 //!
 //! Every label takes its values from a fixed set: `route` is the matched route template (or
 //! `unmatched`), `method` one of RFC 9110's methods or `other`, `status` a status code. Every
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use guardrail_store::{BreakerState, Transition};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_idempotency::{IdempotencyOutcome, IdempotencyRejection};
 use tower_problem_details::RequestId;
@@ -49,6 +52,11 @@ pub const CONNECTIONS_OPEN: &str = "orders_connections_open";
 /// Connections closed by the connection cap.
 pub const CONNECTIONS_CLOSED: &str = "orders_connections_closed_total";
 
+/// State changes of the Redis circuit breaker.
+pub const BREAKER_TRANSITIONS: &str = "orders_redis_breaker_transitions_total";
+/// Whether the Redis circuit breaker is open (1) or closed (0).
+pub const BREAKER_OPEN: &str = "orders_redis_breaker_open";
+
 /// Every metric with its HELP text, described once when the recorder is installed.
 const DESCRIPTIONS: &[(&str, &str)] = &[
     (
@@ -72,6 +80,14 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         CONNECTIONS_CLOSED,
         "Client connections closed or refused by the connection cap, by reason.",
+    ),
+    (
+        BREAKER_TRANSITIONS,
+        "State changes of the circuit breaker on Redis calls, by the state entered.",
+    ),
+    (
+        BREAKER_OPEN,
+        "1 while the circuit breaker on Redis calls is open or probing (calls fail fast), else 0.",
     ),
 ];
 
@@ -106,7 +122,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 fn describe() {
     for &(name, help) in DESCRIPTIONS {
         match name {
-            CONNECTIONS_OPEN => metrics::describe_gauge!(name, help),
+            CONNECTIONS_OPEN | BREAKER_OPEN => metrics::describe_gauge!(name, help),
             HTTP_DURATION => metrics::describe_histogram!(name, metrics::Unit::Seconds, help),
             _ => metrics::describe_counter!(name, help),
         }
@@ -183,6 +199,13 @@ pub async fn observe(request: Request, next: Next) -> Response {
         "request"
     );
     response
+}
+
+/// Counts one state change of the Redis circuit breaker (its `on_transition` hook).
+pub fn count_breaker_transition(transition: &Transition) {
+    metrics::counter!(BREAKER_TRANSITIONS, "to" => transition.to.as_str()).increment(1);
+    let open = transition.to != BreakerState::Closed;
+    metrics::gauge!(BREAKER_OPEN).set(if open { 1.0 } else { 0.0 });
 }
 
 /// Counts one rate-limit decision (the layer's `on_decision` hook).

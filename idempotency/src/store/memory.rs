@@ -9,10 +9,10 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use tokio::time::Instant;
 
-use crate::error::StoreError;
 use crate::store::{
     Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreFuture, StoreKey,
 };
+use guardrail_store::{StoreError, StoreErrorKind};
 
 /// How often the background sweep removes expired records.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -223,7 +223,12 @@ impl Inner {
 
     /// Frees at least one slot, or fails when only live claims are left.
     fn make_room(&self, now: Instant) -> Result<(), StoreError> {
-        let full = || StoreError::new("the idempotency store is full of requests in flight", None);
+        let full = || {
+            StoreError::new(
+                StoreErrorKind::Unavailable,
+                "the idempotency store is full of requests in flight",
+            )
+        };
         let mut full_since = self
             .full_since
             .lock()

@@ -6,18 +6,12 @@ pub(crate) mod memory;
 pub(crate) mod redis;
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::error::StoreError;
-
-/// What a store operation returns: a boxed, `'static` future, so that the layer can run a
-/// release from a drop guard after the request is gone.
-pub type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
+use guardrail_store::StoreFuture;
 
 /// The stored identity of one idempotency key: SHA-256 of the scope and the key, so raw keys
 /// (which may be guessable or sensitive) are never stored.

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use guardrail_store::redis::{KeyPrefix, RedisBackend};
+use guardrail_store::{ConfigError, StoreError, StoreErrorKind};
 use http::{HeaderName, HeaderValue, StatusCode};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, FromRedisValue, Script, Value};
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::{FromRedisValue, Script, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::error::StoreError;
 use crate::store::{
     Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreFuture, StoreKey,
     StoredResponse,
@@ -54,94 +55,64 @@ end
 return 1
 ";
 
-/// The default time one store operation may take before it counts as failed (250 ms).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
-
 /// Claims and results in Redis: every instance using the same server and key prefix shares
 /// them, so a retry landing on another instance is still recognized.
 ///
-/// - **One round trip** per operation: one `EVALSHA` of a script loaded when the store
-///   connects (a server that lost its script cache gets it again, transparently, on the first
-///   `NOSCRIPT`).
+/// - **One round trip** per operation: one `EVALSHA` of a script loaded by
+///   [`preload`](Self::preload) (a server that lost its script cache gets it again,
+///   transparently, on the first `NOSCRIPT`).
 /// - **Fencing** by compare-and-set in Lua: `complete`, `release` and `renew` act only while
 ///   the stored claim still carries the caller's token, so a holder whose lease ran out can
 ///   never overwrite the work of the request that took over.
 /// - **Expiry** by `PX`: a claim lives for its lease, a completed record for its own TTL; the
 ///   two are separate, so a crashed holder blocks its key for at most one lease.
 /// - **Redis Cluster**: every script touches exactly one key, so no hash tags are needed and
-///   keys spread over the cluster. Pass a cluster connection to [`RedisStore::new`]; scripts
-///   go to primaries and are never read from replicas.
-/// - **Timeouts**: an operation that takes longer than [`timeout`](Self::timeout) (default
-///   [`DEFAULT_TIMEOUT`]) is a store error, and the layer fails closed. The connection
-///   manager reconnects in the background, so the store recovers by itself when Redis is
-///   back.
+///   keys spread over the cluster. Build the [`RedisBackend`] on a cluster connection;
+///   scripts go to primaries and are never read from replicas.
+/// - **Outages**: every call goes through the back end's deadline and circuit breaker
+///   ([`RedisBackend`]): a call that times out or cannot reach Redis is a store error and the
+///   layer fails closed (503 + `Retry-After`); once the breaker opens, that answer comes at
+///   once instead of after a timeout. The connection manager reconnects in the background
+///   and the breaker probes, so the store recovers by itself when Redis is back.
 /// - **Keys** look like `prefix:<64 hex digits>`: only the SHA-256 of the scope and the
 ///   idempotency key is stored, never the raw key.
+///
+/// ```no_run
+/// use guardrail_store::redis::RedisBackend;
+/// use tower_idempotency::RedisStore;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = RedisBackend::connect("redis://127.0.0.1:6379").await?;
+/// let store = RedisStore::new(redis, "orders:idem")?;
+/// store.preload().await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct RedisStore<C = ConnectionManager> {
-    connection: C,
-    prefix: Arc<str>,
-    timeout: Duration,
+    backend: RedisBackend<C>,
+    prefix: KeyPrefix,
     claim_script: Arc<Script>,
     fenced_script: Arc<Script>,
-}
-
-impl RedisStore<ConnectionManager> {
-    /// Connects to `url` (`redis://host:port/db`) with a reconnecting connection manager and
-    /// loads the scripts. Keys start with `prefix`.
-    ///
-    /// # Errors
-    ///
-    /// Fails when the URL or prefix is invalid or the server cannot be reached now.
-    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url)
-            .map_err(|e| StoreError::new("invalid Redis URL", Some(Box::new(e))))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(DEFAULT_TIMEOUT * 4))
-            // No response timeout in the manager: the store's own `timeout` bounds every
-            // operation, and a manager limit would silently cap a longer one set there.
-            .set_response_timeout(None)
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let manager = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(|e| StoreError::new("cannot connect to Redis", Some(Box::new(e))))?;
-        let store = RedisStore::new(manager, prefix)?;
-        store.preload().await?;
-        Ok(store)
-    }
 }
 
 impl<C> RedisStore<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
-    /// A store on an existing connection (a `ConnectionManager`, or a cluster connection).
+    /// A store on `backend` (share one back end between the stores of one Redis). Keys
+    /// start with `prefix`.
     ///
     /// # Errors
     ///
     /// Fails when `prefix` is empty or contains `{` or `}`.
-    pub fn new(connection: C, prefix: &str) -> Result<Self, StoreError> {
-        if prefix.is_empty() || prefix.contains(['{', '}']) {
-            return Err(StoreError::new(
-                format!("invalid Redis key prefix {prefix:?}: must be non-empty, without braces"),
-                None,
-            ));
-        }
+    pub fn new(backend: RedisBackend<C>, prefix: &str) -> Result<Self, ConfigError> {
         Ok(RedisStore {
-            connection,
-            prefix: Arc::from(prefix),
-            timeout: DEFAULT_TIMEOUT,
+            backend,
+            prefix: KeyPrefix::new(prefix)?,
             claim_script: Arc::new(Script::new(CLAIM)),
             fenced_script: Arc::new(Script::new(FENCED)),
         })
-    }
-
-    /// How long one operation may take before it counts as a store failure.
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
     }
 
     /// Loads the scripts into the server's cache (`SCRIPT LOAD`), so that requests need one
@@ -151,13 +122,14 @@ where
     ///
     /// Fails when the server cannot be reached.
     pub async fn preload(&self) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        for script in [&self.claim_script, &self.fenced_script] {
-            script.load_async(&mut connection).await.map_err(|e| {
-                StoreError::new("cannot load the idempotency scripts", Some(Box::new(e)))
-            })?;
-        }
-        Ok(())
+        self.backend
+            .preload(&[&self.claim_script, &self.fenced_script])
+            .await
+    }
+
+    /// The back end: its connection, deadline and circuit breaker.
+    pub fn backend(&self) -> &RedisBackend<C> {
+        &self.backend
     }
 
     /// The Redis key of `key`: `prefix:` and the key's hex. Every script touches this one key
@@ -166,8 +138,7 @@ where
         format!("{}:{}", self.prefix, key.to_hex())
     }
 
-    /// Runs `script` on `key` with `args` in one round trip, bounded by the timeout, and
-    /// parses the reply.
+    /// Runs `script` on `key` with `args` and parses the reply.
     fn eval<T, R>(
         &self,
         script: &Arc<Script>,
@@ -179,23 +150,14 @@ where
         T: FromRedisValue + Send + 'static,
         R: 'static,
     {
-        let script = Arc::clone(script);
         let key = self.redis_key(key);
-        let mut connection = self.connection.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let mut invocation = script.prepare_invoke();
+        let call = self.backend.eval::<T, _>(script, move |invocation| {
             invocation.key(key);
             for arg in args {
                 invocation.arg(arg);
             }
-            let call = invocation.invoke_async::<T>(&mut connection);
-            let reply = tokio::time::timeout(timeout, call)
-                .await
-                .map_err(|e| StoreError::new("Redis did not answer in time", Some(Box::new(e))))?
-                .map_err(|e| StoreError::new("Redis failed", Some(Box::new(e))))?;
-            parse(reply)
-        })
+        });
+        Box::pin(async move { parse(call.await?) })
     }
 }
 
@@ -254,7 +216,7 @@ impl<C> fmt::Debug for RedisStore<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
+            .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
 }
@@ -293,14 +255,15 @@ fn millis(duration: Duration) -> Vec<u8> {
 }
 
 fn corrupt(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::new(
-        "Redis holds a malformed idempotency record",
-        Some(Box::new(source)),
-    )
+    malformed("Redis holds a malformed idempotency record").with_source(source)
 }
 
 fn unexpected() -> StoreError {
-    StoreError::new("an idempotency script answered an unexpected shape", None)
+    malformed("an idempotency script answered an unexpected shape")
+}
+
+fn malformed(message: &'static str) -> StoreError {
+    StoreError::new(StoreErrorKind::BadReply, message)
 }
 
 fn encode_completed(fingerprint: &Fingerprint, outcome: &Outcome) -> Result<Vec<u8>, StoreError> {
@@ -321,7 +284,7 @@ fn encode_completed(fingerprint: &Fingerprint, outcome: &Outcome) -> Result<Vec<
         outcome,
     };
     postcard::to_extend(&wire, vec![b'C'])
-        .map_err(|e| StoreError::new("cannot encode the idempotency record", Some(Box::new(e))))
+        .map_err(|e| malformed("cannot encode the idempotency record").with_source(e))
 }
 
 fn parse_claim(reply: &Value, token: FencingToken) -> Result<Claim, StoreError> {
@@ -342,9 +305,7 @@ fn decode(value: &[u8], pttl: i64) -> Result<Claim, StoreError> {
             let fingerprint = rest
                 .get(16..)
                 .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-                .ok_or_else(|| {
-                    StoreError::new("Redis holds a malformed idempotency claim", None)
-                })?;
+                .ok_or_else(|| malformed("Redis holds a malformed idempotency claim"))?;
             Ok(Claim::InFlight {
                 fingerprint: Fingerprint::from_bytes(fingerprint),
                 lease_remaining: Duration::from_millis(u64::try_from(pttl).unwrap_or(0)),
@@ -353,20 +314,14 @@ fn decode(value: &[u8], pttl: i64) -> Result<Claim, StoreError> {
         Some((b'C', rest)) => {
             let (wire, trailing) = postcard::take_from_bytes::<Wire>(rest).map_err(corrupt)?;
             if !trailing.is_empty() {
-                return Err(StoreError::new(
-                    "Redis holds a malformed idempotency record",
-                    None,
-                ));
+                return Err(malformed("Redis holds a malformed idempotency record"));
             }
             Ok(Claim::Completed {
                 fingerprint: Fingerprint::from_bytes(wire.fingerprint),
                 outcome: decode_outcome(wire.outcome)?,
             })
         }
-        _ => Err(StoreError::new(
-            "Redis holds an unknown idempotency value",
-            None,
-        )),
+        _ => Err(malformed("Redis holds an unknown idempotency value")),
     }
 }
 

@@ -12,12 +12,13 @@ use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::decision::{Decision, Decisions};
-use crate::error::{ConfigError, ConfigErrorKind, StoreError};
+use crate::error::{ConfigError, ConfigErrorKind};
 use crate::gcra;
 use crate::key::RateLimitKey;
 use crate::policy::{Algorithm, Policy};
 use crate::store::RateLimitStore;
 use crate::window::{self, WindowState};
+use guardrail_store::StoreError;
 
 /// Sweeps of idle keys run at most this often, so a full table of active keys does not make
 /// every new key pay for a scan.

@@ -3,9 +3,9 @@
 use std::future::Future;
 
 use crate::decision::Decisions;
-use crate::error::StoreError;
 use crate::key::RateLimitKey;
 use crate::policy::Policy;
+use guardrail_store::StoreError;
 
 pub(crate) mod memory;
 #[cfg(feature = "redis")]

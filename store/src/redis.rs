@@ -1,0 +1,316 @@
+//! The Redis back end every guardrail Redis store is built on: one connection set-up, one
+//! key-prefix rule, one way to run a script (deadline, breaker, NOSCRIPT fallback).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind};
+
+use crate::StoreFuture;
+use crate::breaker::CircuitBreaker;
+use crate::error::{ConfigError, ConfigErrorKind, StoreError, StoreErrorKind};
+
+/// The default time one store call may take before it counts as failed (250 ms). Long
+/// enough for a busy server a network hop away; the breaker keeps an outage from costing it
+/// on every request.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// A validated key prefix: non-empty and without `{` or `}`, so that a store's own hash tags
+/// (`{…}`) decide where keys go on Redis Cluster.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct KeyPrefix(Arc<str>);
+
+impl KeyPrefix {
+    /// Checks `prefix`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigErrorKind::KeyPrefix`] when it is empty or contains `{` or `}`.
+    pub fn new(prefix: &str) -> Result<Self, ConfigError> {
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            return Err(ConfigError::new(ConfigErrorKind::KeyPrefix(
+                prefix.to_owned(),
+            )));
+        }
+        Ok(KeyPrefix(Arc::from(prefix)))
+    }
+
+    /// The prefix.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for KeyPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A Redis connection with the deadline and circuit breaker every store call goes through.
+///
+/// Clones share the connection and the breaker: build one per Redis deployment and hand
+/// clones to every store on it (the idempotency store, the rate limit store, your own), so
+/// that they share one connection and one view of Redis's health.
+///
+/// - **Deadline**: a call that takes longer than [`timeout`](Self::timeout) (default
+///   [`DEFAULT_TIMEOUT`]) fails with [`StoreErrorKind::Timeout`].
+/// - **Breaker**: consecutive outages open it, and calls then fail at once with
+///   [`StoreErrorKind::CircuitOpen`] (see [`CircuitBreaker`]).
+/// - **Scripts**: [`eval`](Self::eval) sends `EVALSHA`; a server that lost its script cache
+///   (restarted, `SCRIPT FLUSH`, a failover to a replica) answers `NOSCRIPT`, and the script
+///   is loaded and run again in the same call.
+/// - **Connection**: any [`ConnectionLike`]: the reconnecting `ConnectionManager` from
+///   [`connect`](RedisBackend::connect), or a cluster connection (scripts go to primaries).
+///
+/// ```no_run
+/// use guardrail_store::redis::RedisBackend;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = RedisBackend::connect("redis://127.0.0.1:6379").await?;
+/// // Hand `redis.clone()` to each store.
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisBackend<C = ConnectionManager> {
+    connection: C,
+    timeout: Duration,
+    breaker: CircuitBreaker,
+}
+
+impl RedisBackend<ConnectionManager> {
+    /// Connects to `url` (`redis://host:port/db`) with a reconnecting connection manager: it
+    /// connects within four timeouts, and after a connection drops it reconnects in the
+    /// background (retrying within 500 ms), so stores recover without a restart.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Unavailable`] when the URL is not one the client can use or the
+    /// server cannot be reached now (build the [`Client`] yourself and use
+    /// [`connect_with`](Self::connect_with) to tell the two apart).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(|e| {
+            StoreError::new(StoreErrorKind::Unavailable, "invalid Redis URL").with_source(e)
+        })?;
+        Self::connect_with(client).await
+    }
+
+    /// Connects with an existing [`Client`] (TLS settings, a username), as
+    /// [`connect`](Self::connect) does.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Unavailable`] when the server cannot be reached now.
+    pub async fn connect_with(client: Client) -> Result<Self, StoreError> {
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(DEFAULT_TIMEOUT * 4))
+            // No response timeout in the manager: the backend's own `timeout` bounds every
+            // call, and a manager limit would silently cap a longer one set there.
+            .set_response_timeout(None)
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let manager = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(|e| failure(&e, "cannot connect to Redis").with_source(e))?;
+        Ok(RedisBackend::new(manager))
+    }
+}
+
+impl<C> RedisBackend<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    /// A back end on an existing connection, with the default timeout and a default breaker.
+    pub fn new(connection: C) -> Self {
+        RedisBackend {
+            connection,
+            timeout: DEFAULT_TIMEOUT,
+            breaker: CircuitBreaker::new(),
+        }
+    }
+
+    /// How long one call may take before it counts as failed.
+    ///
+    /// # Errors
+    ///
+    /// Refuses zero.
+    pub fn timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
+        if timeout.is_zero() {
+            return Err(ConfigError::new(ConfigErrorKind::Timeout));
+        }
+        self.timeout = timeout;
+        Ok(self)
+    }
+
+    /// Uses `breaker` (for other thresholds, or a hook that counts its state changes).
+    #[must_use]
+    pub fn breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = breaker;
+        self
+    }
+
+    /// The connection, for calls of your own (a readiness `PING`).
+    pub fn connection(&self) -> &C {
+        &self.connection
+    }
+
+    /// The breaker every call goes through.
+    pub fn circuit_breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
+    /// The deadline of one call.
+    pub fn call_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Loads `scripts` into the server's cache (`SCRIPT LOAD`), so that the first calls need
+    /// one round trip each. Optional: [`eval`](Self::eval) loads a missing script itself.
+    ///
+    /// # Errors
+    ///
+    /// Fails when the server cannot be reached within the timeout.
+    pub async fn preload(&self, scripts: &[&Script]) -> Result<(), StoreError> {
+        for script in scripts {
+            let mut connection = self.connection.clone();
+            let load = script.load_async(&mut connection);
+            self.breaker
+                .run(async {
+                    deadline(self.timeout, load)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.with_message("cannot load a script into Redis"))
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `script` in one round trip (two after a `NOSCRIPT`), its keys and arguments set
+    /// by `build`, within the deadline and through the breaker.
+    ///
+    /// The future owns what it needs (`'static`), so a store can run it from a drop guard.
+    pub fn eval<T, B>(&self, script: &Arc<Script>, build: B) -> StoreFuture<T>
+    where
+        T: FromRedisValue + Send + 'static,
+        B: FnOnce(&mut ScriptInvocation<'_>) + Send + 'static,
+    {
+        let script = Arc::clone(script);
+        let mut connection = self.connection.clone();
+        let timeout = self.timeout;
+        let breaker = self.breaker.clone();
+        Box::pin(async move {
+            breaker
+                .run(async {
+                    let mut invocation = script.prepare_invoke();
+                    build(&mut invocation);
+                    deadline(timeout, invocation.invoke_async::<T>(&mut connection)).await
+                })
+                .await
+        })
+    }
+}
+
+impl<C> fmt::Debug for RedisBackend<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBackend")
+            .field("timeout", &self.timeout)
+            .field("breaker", &self.breaker)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn deadline<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, RedisError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(failure(&error, "Redis failed").with_source(error)),
+        Err(_) => Err(StoreError::new(
+            StoreErrorKind::Timeout,
+            "Redis did not answer in time",
+        )),
+    }
+}
+
+/// What a Redis error says about the store: down (counts towards the breaker) or answering
+/// badly (does not).
+fn failure(error: &RedisError, message: &'static str) -> StoreError {
+    let down = error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_cluster_error()
+        || matches!(
+            error.kind(),
+            redis::ErrorKind::ClusterConnectionNotFound
+                | redis::ErrorKind::AuthenticationFailed
+                | redis::ErrorKind::Server(
+                    ServerErrorKind::BusyLoading
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                )
+        );
+    let kind = if error.is_timeout() {
+        StoreErrorKind::Timeout
+    } else if down {
+        StoreErrorKind::Unavailable
+    } else {
+        StoreErrorKind::BadReply
+    };
+    StoreError::new(kind, message)
+}
+
+impl StoreError {
+    fn with_message(mut self, message: &'static str) -> Self {
+        self.message = message;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_without_braces_only() {
+        assert_eq!(
+            KeyPrefix::new("app:idem").expect("valid").as_str(),
+            "app:idem"
+        );
+        for bad in ["", "a{b", "a}b"] {
+            let error = KeyPrefix::new(bad).expect_err("refused");
+            assert_eq!(error.kind(), &ConfigErrorKind::KeyPrefix(bad.to_owned()));
+        }
+    }
+
+    #[test]
+    fn errors_are_classified_by_what_they_say_about_the_store() {
+        let io = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        assert_eq!(failure(&io, "x").kind(), StoreErrorKind::Unavailable);
+        let timed_out = RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, "slow"));
+        assert_eq!(failure(&timed_out, "x").kind(), StoreErrorKind::Timeout);
+        let script = RedisError::from((
+            redis::ErrorKind::Server(ServerErrorKind::ResponseError),
+            "ERR",
+        ));
+        assert_eq!(failure(&script, "x").kind(), StoreErrorKind::BadReply);
+        let loading = RedisError::from((
+            redis::ErrorKind::Server(ServerErrorKind::BusyLoading),
+            "LOADING",
+        ));
+        assert_eq!(failure(&loading, "x").kind(), StoreErrorKind::Unavailable);
+    }
+}
