@@ -204,3 +204,81 @@ async fn redis_down_gets_503_without_running_and_recovers_without_a_restart() {
     assert!(recovered, "the store did not recover after Redis came back");
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_frozen_redis_mid_stream_fails_closed_fast_and_recovers_when_it_thaws() {
+    let server = RedisServer::spawn().unwrap();
+    let store = connect(&server.url(), "frozen").await;
+    let breaker = store.backend().circuit_breaker().clone();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&runs);
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(
+            store,
+            Scope::header(http::HeaderName::from_static("x-tenant")),
+        ))
+        .service(service_fn(move |_: Request<Body>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(Body::from("created"))) }
+        }));
+
+    // A stream of requests from 8 clients, running while the server freezes and thaws.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let statuses = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            let (service, stop, statuses) =
+                (service.clone(), Arc::clone(&stop), Arc::clone(&statuses));
+            tokio::spawn(async move {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let key = format!("c{client}-{n}");
+                    let response = service.clone().oneshot(post(&key)).await.unwrap();
+                    statuses.lock().unwrap().push(response.status());
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    server.pause();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while breaker.state() == guardrail_store::BreakerState::Closed {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the breaker never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ran_before = runs.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        ran_before,
+        "nothing runs while the store is frozen (fail closed)"
+    );
+
+    server.resume();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while runs.load(Ordering::SeqCst) == ran_before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no request ran after the thaw"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let statuses = statuses.lock().unwrap();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::OK || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "only 200 or 503: {statuses:?}"
+    );
+    assert!(statuses.contains(&StatusCode::SERVICE_UNAVAILABLE));
+}
