@@ -119,7 +119,11 @@ fn memory(c: &mut Criterion) {
         .expect("runtime");
     // Unbounded for the bench: every first execution adds a record, and evictions at the
     // default bound would be measured instead of the layer.
-    let store = MemoryStore::with_max_entries(usize::MAX);
+    // Room for every record the bench makes: eviction is not what is measured.
+    let store = MemoryStore::new()
+        .max_bytes(1 << 40)
+        .and_then(|store| store.max_bytes_per_scope(1 << 40))
+        .expect("a valid budget");
     cases(c, &runtime, "idempotency/memory", store);
 }
 

@@ -119,11 +119,14 @@ pub use rejection::IdempotencyRejection;
 pub use replay::{DEFAULT_REPLAYED_HEADERS, IDEMPOTENT_REPLAYED};
 pub use scope::Scope;
 pub use service::{Idempotency, ResponseFuture};
-pub use store::memory::MemoryStore;
+pub use store::memory::{
+    DEFAULT_MAX_BYTES, DEFAULT_SCOPE_SHARE_DIVISOR, ENTRY_OVERHEAD, MemoryStore, MemoryUsage,
+};
 #[cfg(feature = "redis")]
 pub use store::redis::RedisStore;
 pub use store::{
-    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreKey, StoredResponse,
+    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, ScopeId, StoreKey,
+    StoredResponse,
 };
 
 /// How the layer handled a request, put into the response extensions.

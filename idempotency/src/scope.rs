@@ -7,7 +7,7 @@ use http::HeaderName;
 use http::request::Parts;
 use sha2::{Digest, Sha256};
 
-use crate::store::{Fingerprint, StoreKey};
+use crate::store::{Fingerprint, ScopeId, StoreKey};
 
 type ScopeFn = dyn Fn(&Parts) -> Option<Vec<u8>> + Send + Sync;
 
@@ -90,11 +90,25 @@ impl Framed {
     }
 }
 
-/// SHA-256 over the scope and the key.
+/// SHA-256 over the scope and the key, tagged with the scope's id.
 pub(crate) fn store_key(scope: &[u8], key: &str) -> StoreKey {
     let mut framed = Framed::new("tower-idempotency/key/v1");
     framed.field(scope).field(key.as_bytes());
-    StoreKey(framed.finish())
+    StoreKey::from_bytes(framed.finish()).with_scope(scope_id(scope))
+}
+
+/// 64 bits of SHA-256 over the scope; the empty scope (an unscoped layer) is
+/// [`ScopeId::UNSCOPED`].
+fn scope_id(scope: &[u8]) -> ScopeId {
+    if scope.is_empty() {
+        return ScopeId::UNSCOPED;
+    }
+    let mut framed = Framed::new("tower-idempotency/scope/v1");
+    framed.field(scope);
+    let digest = framed.finish();
+    ScopeId::from_u64(u64::from_be_bytes(
+        digest[..8].try_into().expect("8 of 32 bytes"),
+    ))
 }
 
 /// SHA-256 over method, path and query, content type and body.

@@ -17,10 +17,15 @@ async fn memory_store_keeps_the_contract_across_threads() {
 #[tokio::test(start_paused = true)]
 async fn a_full_memory_store_evicts_completed_records_never_claims_in_flight() {
     use std::time::Duration;
-    use tower_idempotency::{Claim, Fingerprint, IdempotencyStore, Outcome};
+    use tower_idempotency::{Claim, ENTRY_OVERHEAD, Fingerprint, IdempotencyStore, Outcome};
 
     let lease = Duration::from_secs(60);
-    let store = MemoryStore::with_max_entries(2);
+    // Room for two entries.
+    let store = MemoryStore::new()
+        .max_bytes(2 * ENTRY_OVERHEAD)
+        .unwrap()
+        .max_bytes_per_scope(2 * ENTRY_OVERHEAD)
+        .unwrap();
     let fingerprint = Fingerprint::from_bytes([1; 32]);
     let (a, b, c) = (
         conformance::fresh_key(),
@@ -34,7 +39,11 @@ async fn a_full_memory_store_evicts_completed_records_never_claims_in_flight() {
         panic!("vacant")
     };
     // Full of claims in flight: a new key is refused, the claims stay.
-    assert!(store.claim(c, fingerprint, lease).await.is_err());
+    let refused = store.claim(c, fingerprint, lease).await.unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        tower_idempotency::StoreErrorKind::Unavailable
+    );
     assert!(matches!(
         store.claim(a, fingerprint, lease).await.unwrap(),
         Claim::InFlight { .. }
@@ -43,7 +52,7 @@ async fn a_full_memory_store_evicts_completed_records_never_claims_in_flight() {
         store.claim(b, fingerprint, lease).await.unwrap(),
         Claim::InFlight { .. }
     ));
-    // Once one completes, and the fail-fast second has passed, its record makes room.
+    // Once one completes, its record makes room.
     store
         .complete(
             a,
@@ -54,7 +63,6 @@ async fn a_full_memory_store_evicts_completed_records_never_claims_in_flight() {
         )
         .await
         .unwrap();
-    tokio::time::advance(Duration::from_secs(2)).await;
     assert!(matches!(
         store.claim(c, fingerprint, lease).await.unwrap(),
         Claim::Claimed(_)
@@ -63,5 +71,6 @@ async fn a_full_memory_store_evicts_completed_records_never_claims_in_flight() {
         store.claim(b, fingerprint, lease).await.unwrap(),
         Claim::InFlight { .. }
     ));
-    assert_eq!(store.len(), 2);
+    assert_eq!(store.usage().entries, 2);
+    assert_eq!(store.usage().bytes, 2 * ENTRY_OVERHEAD);
 }

@@ -10,6 +10,18 @@ use ipnet::IpNet;
 
 use crate::error::{ConfigError, ConfigErrorKind};
 
+/// How the Redis store names a hashed text key: `k:` and 16 bytes of its SHA-256 in hex.
+#[cfg(feature = "redis")]
+fn digest_id(digest: &[u8; 32]) -> String {
+    use std::fmt::Write as _;
+    let mut id = String::with_capacity(34);
+    id.push_str("k:");
+    for byte in &digest[..16] {
+        let _ = write!(id, "{byte:02x}");
+    }
+    id
+}
+
 /// The caller a request counts against.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct RateLimitKey(KeyRepr);
@@ -21,7 +33,14 @@ enum KeyRepr {
     Overflow,
     Ip(IpAddr),
     Text(Arc<str>),
+    /// A text key longer than [`MAX_TEXT_KEY_LEN`], kept as its SHA-256.
+    Digest([u8; 32]),
 }
+
+/// The longest text key kept as it is, in bytes. A longer one (a client can send any header
+/// up to the server's limit) is kept as its 32-byte SHA-256, so that every key costs the
+/// memory store a bounded number of bytes.
+pub const MAX_TEXT_KEY_LEN: usize = 64;
 
 impl RateLimitKey {
     /// The one key every caller shares.
@@ -46,9 +65,16 @@ impl RateLimitKey {
         RateLimitKey(KeyRepr::Ip(addr))
     }
 
-    /// Any other identity: an API key, a tenant id, a user id.
+    /// Any other identity: an API key, a tenant id, a user id. Keys longer than
+    /// [`MAX_TEXT_KEY_LEN`] bytes are kept as their SHA-256 ([`as_text`](Self::as_text) then
+    /// answers `None`); two keys are the same caller exactly when their texts are equal.
     pub fn new(key: impl Into<Arc<str>>) -> Self {
-        RateLimitKey(KeyRepr::Text(key.into()))
+        let text: Arc<str> = key.into();
+        if text.len() > MAX_TEXT_KEY_LEN {
+            use sha2::{Digest, Sha256};
+            return RateLimitKey(KeyRepr::Digest(Sha256::digest(text.as_bytes()).into()));
+        }
+        RateLimitKey(KeyRepr::Text(text))
     }
 
     pub(crate) const fn overflow() -> Self {
@@ -63,7 +89,8 @@ impl RateLimitKey {
         }
     }
 
-    /// The text, for a key made with [`RateLimitKey::new`].
+    /// The text, for a key made with [`RateLimitKey::new`] from at most
+    /// [`MAX_TEXT_KEY_LEN`] bytes.
     pub fn as_text(&self) -> Option<&str> {
         match &self.0 {
             KeyRepr::Text(text) => Some(text),
@@ -76,20 +103,13 @@ impl RateLimitKey {
     #[cfg(feature = "redis")]
     pub(crate) fn redis_id(&self) -> String {
         use sha2::{Digest, Sha256};
-        use std::fmt::Write as _;
         match &self.0 {
             KeyRepr::Global => "global".to_owned(),
             KeyRepr::Overflow => "overflow".to_owned(),
             KeyRepr::Ip(ip) => format!("ip:{ip}"),
-            KeyRepr::Text(text) => {
-                let digest = Sha256::digest(text.as_bytes());
-                let mut id = String::with_capacity(34);
-                id.push_str("k:");
-                for byte in &digest[..16] {
-                    let _ = write!(id, "{byte:02x}");
-                }
-                id
-            }
+            // A long key's digest is the one its text would get: its Redis state is the same.
+            KeyRepr::Text(text) => digest_id(&Sha256::digest(text.as_bytes()).into()),
+            KeyRepr::Digest(digest) => digest_id(digest),
         }
     }
 
@@ -106,7 +126,7 @@ impl fmt::Debug for RateLimitKey {
             KeyRepr::Overflow => f.write_str("RateLimitKey::Overflow"),
             KeyRepr::Ip(ip) => write!(f, "RateLimitKey::Ip({ip})"),
             // API keys are secrets: never print them.
-            KeyRepr::Text(_) => f.write_str("RateLimitKey::Text(<redacted>)"),
+            KeyRepr::Text(_) | KeyRepr::Digest(_) => f.write_str("RateLimitKey::Text(<redacted>)"),
         }
     }
 }
@@ -338,6 +358,29 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_text_key_is_kept_as_its_digest_and_stays_one_caller() {
+        let long = "k".repeat(10_000);
+        let key = RateLimitKey::new(long.as_str());
+        assert_eq!(key.as_text(), None);
+        assert!(matches!(key.0, KeyRepr::Digest(_)), "no 10 kB copy is kept");
+        assert_eq!(key, RateLimitKey::new(long.as_str()));
+        assert_ne!(key, RateLimitKey::new(format!("{long}x")));
+        let short = "k".repeat(MAX_TEXT_KEY_LEN);
+        assert_eq!(
+            RateLimitKey::new(short.as_str()).as_text(),
+            Some(short.as_str())
+        );
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn a_long_key_has_the_redis_name_its_text_would_have() {
+        let long = "k".repeat(MAX_TEXT_KEY_LEN + 1);
+        let text = RateLimitKey(KeyRepr::Text(Arc::from(long.as_str())));
+        assert_eq!(RateLimitKey::new(long.as_str()).redis_id(), text.redis_id());
+    }
 
     fn parts(headers: &[(&str, &str)]) -> Parts {
         let mut request = http::Request::builder();

@@ -24,7 +24,7 @@ pub use guardrail_store::{StoreError, StoreErrorKind};
 pub use headers::{
     RATELIMIT, RATELIMIT_POLICY, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
-pub use key::{ForwardedHeader, KeyExtractor, RateLimitKey, TrustedProxies};
+pub use key::{ForwardedHeader, KeyExtractor, MAX_TEXT_KEY_LEN, RateLimitKey, TrustedProxies};
 pub use layer::RateLimitLayer;
 pub use metrics::{CounterSnapshot, DecisionEvent, Outcome};
 pub use policy::{Algorithm, Policy, Quota};

@@ -117,10 +117,14 @@ pub enum ConfigErrorKind {
     BackOff,
     /// A zero timeout.
     Timeout,
+    /// A memory store's byte budget of zero, or a per-scope share of zero or above the
+    /// budget.
+    MemoryBudget,
 }
 
 impl ConfigError {
-    pub(crate) fn new(kind: ConfigErrorKind) -> Self {
+    /// An error of `kind` (for stores of the guardrail crates and your own).
+    pub fn new(kind: ConfigErrorKind) -> Self {
         ConfigError { kind }
     }
 
@@ -144,6 +148,9 @@ impl fmt::Display for ConfigError {
                 "a circuit breaker needs a non-zero back-off, and a longest back-off at least as long",
             ),
             ConfigErrorKind::Timeout => f.write_str("a store timeout must be longer than zero"),
+            ConfigErrorKind::MemoryBudget => f.write_str(
+                "a memory store needs a non-zero byte budget and a per-scope share within it",
+            ),
         }
     }
 }

@@ -1,50 +1,101 @@
-//! [`MemoryStore`]: claims and results in this process, in a bounded concurrent map.
+//! [`MemoryStore`]: claims and results in this process, bounded in bytes, shared fairly
+//! between scopes.
 
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry;
+use guardrail_store::{ConfigError, ConfigErrorKind, StoreError, StoreErrorKind};
+use http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 use crate::store::{
-    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreFuture, StoreKey,
+    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, ScopeId, StoreFuture,
+    StoreKey, StoredResponse,
 };
-use guardrail_store::{StoreError, StoreErrorKind};
 
-/// How often the background sweep removes expired records.
+/// The default byte budget of a [`MemoryStore`]: 64 MiB.
+pub const DEFAULT_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// The default share of the budget one scope may fill: an eighth (8 MiB of the default).
+pub const DEFAULT_SCOPE_SHARE_DIVISOR: usize = 8;
+/// What one entry costs beside its response: the key, the slot, the table's own overhead and
+/// the eviction index, rounded up. Counted for every claim and record.
+pub const ENTRY_OVERHEAD: usize = 256;
+/// What one stored header line costs beside its name and value bytes.
+const HEADER_OVERHEAD: usize = size_of::<(HeaderName, HeaderValue)>();
+
+/// How often the background sweep removes expired entries.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Shards, chosen by scope: all of one scope's entries and its share live in one shard, so
+/// fairness needs no lock but that shard's.
+const SHARDS: usize = 16;
 
-/// Claims and results kept in this process.
+/// Claims and results kept in this process, bounded in bytes and shared fairly.
 ///
-/// - **Atomic claims** through dashmap's entry API: of many concurrent claims on one key,
-///   exactly one wins.
+/// - **Atomic claims**: of many concurrent claims on one key, exactly one wins (one lock per
+///   shard, held for the claim).
+/// - **A byte budget** (default [`DEFAULT_MAX_BYTES`], 64 MiB) counts each entry's real
+///   size: [`ENTRY_OVERHEAD`] plus, for a record, its body and header bytes (the body is
+///   copied to an allocation of its own size, so a slice of a larger buffer never keeps the
+///   rest alive).
+/// - **A share per scope** (default an eighth of the budget): a scope (tenant) over its
+///   share evicts its own completed records, those closest to expiry first, and never
+///   another scope's. Only when the whole budget is full are other scopes' records evicted,
+///   from the scope holding the most bytes first.
+/// - **In-flight claims are never evicted**, since that would run a request twice. A claim
+///   that finds no room (its scope's share, or the budget, full of claims in flight) fails
+///   with a store error: the layer answers 503 with `Retry-After`. A response that finds no
+///   room is recorded as completed but not replayable: retries get
+///   `idempotency-result-unavailable`, and the handler still never runs twice.
 /// - **Expiry** is checked on every read, so an expired lease or record is never served, and
 ///   a background task (started with the first claim, on the current tokio runtime, ending
 ///   when the store is dropped) sweeps expired entries every minute.
-/// - **Bounded**: at most `max_entries` (default 100,000). A claim that finds the store full
-///   first drops expired entries, then evicts the completed records closest to expiry (down
-///   to 7/8 of the bound). In-flight claims are never evicted: when every entry is in flight,
-///   the claim fails with a store error (the layer answers 503), which is better than running
-///   a duplicate. Evicting a completed record re-opens its key: size the bound for your
-///   traffic over one record lifetime.
 /// - **Time** is tokio's clock, so tests can pause and advance it.
 ///
-/// Results kept in memory are per process: behind a load balancer, use the Redis store.
+/// Evicting a completed record re-opens its key: size the budget for your traffic over one
+/// record lifetime ([`usage`](Self::usage) tells what is held). Results kept in memory are
+/// per process: behind a load balancer, use a shared store.
+///
+/// ```
+/// use tower_idempotency::MemoryStore;
+///
+/// // 16 MiB, of which one tenant may fill at most 4 MiB.
+/// let store = MemoryStore::new()
+///     .max_bytes(16 << 20)?
+///     .max_bytes_per_scope(4 << 20)?;
+/// assert_eq!(store.usage().bytes, 0);
+/// # Ok::<(), guardrail_store::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    entries: DashMap<StoreKey, Slot>,
-    max_entries: usize,
-    /// When making room last failed (only claims in flight were left): claims fail at once
-    /// for a second after that instead of scanning the table on every request.
-    full_since: std::sync::Mutex<Option<Instant>>,
+    shards: Box<[Mutex<Shard>]>,
+    /// Bytes held across shards; reserved before an entry grows, so never above the budget.
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    max_scope_bytes: usize,
     sweeper: AtomicBool,
+}
+
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<StoreKey, Slot>,
+    scopes: HashMap<ScopeId, ScopeUsage>,
+    /// When this shard was last swept to make room: at most once a second, so a scope stuck
+    /// at its share does not scan the shard on every request.
+    swept_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct ScopeUsage {
+    bytes: usize,
+    /// The scope's completed records by expiry: the eviction order.
+    completed: BTreeSet<(Instant, StoreKey)>,
 }
 
 #[derive(Clone)]
@@ -76,39 +127,118 @@ impl Slot {
     fn held_by(&self, token: FencingToken, now: Instant) -> bool {
         matches!(self, Slot::InFlight { token: held, until, .. } if *held == token && *until > now)
     }
+
+    /// The bytes this entry is counted for.
+    fn bytes(&self) -> usize {
+        ENTRY_OVERHEAD
+            + match self {
+                Slot::Completed {
+                    outcome: Outcome::Response(response),
+                    ..
+                } => response_bytes(response),
+                _ => 0,
+            }
+    }
+}
+
+fn response_bytes(response: &StoredResponse) -> usize {
+    let headers: usize = response
+        .headers
+        .iter()
+        .map(|(name, value)| HEADER_OVERHEAD + name.as_str().len() + value.len())
+        .sum();
+    response.body.len() + headers
+}
+
+/// What is held, as [`MemoryStore::usage`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryUsage {
+    /// Bytes counted against the budget.
+    pub bytes: usize,
+    /// Entries: claims in flight and completed records (expired ones not yet swept included).
+    pub entries: usize,
+    /// Scopes holding at least one entry.
+    pub scopes: usize,
 }
 
 impl MemoryStore {
-    /// A store holding at most 100,000 entries.
+    /// A store with a budget of [`DEFAULT_MAX_BYTES`] and a share of an eighth of it per scope.
     pub fn new() -> Self {
-        Self::with_max_entries(100_000)
+        Self::with_limits(
+            DEFAULT_MAX_BYTES,
+            DEFAULT_MAX_BYTES / DEFAULT_SCOPE_SHARE_DIVISOR,
+        )
     }
 
-    /// A store holding at most `max_entries` entries (at least 1).
-    pub fn with_max_entries(max_entries: usize) -> Self {
+    fn with_limits(max_bytes: usize, max_scope_bytes: usize) -> Self {
         MemoryStore {
             inner: Arc::new(Inner {
-                entries: DashMap::new(),
-                max_entries: max_entries.max(1),
-                full_since: std::sync::Mutex::new(None),
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                bytes: AtomicUsize::new(0),
+                max_bytes,
+                max_scope_bytes,
                 sweeper: AtomicBool::new(false),
             }),
         }
     }
 
-    /// How many entries (claims and records, expired ones not yet swept included) it holds.
-    pub fn len(&self) -> usize {
-        self.inner.entries.len()
+    /// Holds at most `bytes`, and lets one scope fill an eighth of it (at least one entry);
+    /// set [`max_bytes_per_scope`](Self::max_bytes_per_scope) after this to change the share.
+    /// Builds a new, empty store: set it before use.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigErrorKind::MemoryBudget`] when `bytes` cannot hold one entry.
+    pub fn max_bytes(self, bytes: usize) -> Result<Self, ConfigError> {
+        let share = (bytes / DEFAULT_SCOPE_SHARE_DIVISOR).max(ENTRY_OVERHEAD);
+        Self::checked(bytes, share.min(bytes))
     }
 
-    /// Whether it holds no entries.
-    pub fn is_empty(&self) -> bool {
-        self.inner.entries.is_empty()
+    /// Lets one scope fill at most `bytes` of the budget (the whole budget for a layer with
+    /// one caller, as `Scope::unscoped` has). Builds a new, empty store: set it before use.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigErrorKind::MemoryBudget`] when `bytes` cannot hold one entry or exceeds the
+    /// budget.
+    pub fn max_bytes_per_scope(self, bytes: usize) -> Result<Self, ConfigError> {
+        Self::checked(self.inner.max_bytes, bytes)
+    }
+
+    fn checked(max_bytes: usize, max_scope_bytes: usize) -> Result<Self, ConfigError> {
+        if max_scope_bytes < ENTRY_OVERHEAD || max_scope_bytes > max_bytes {
+            return Err(ConfigError::new(ConfigErrorKind::MemoryBudget));
+        }
+        Ok(Self::with_limits(max_bytes, max_scope_bytes))
+    }
+
+    /// What the store holds now.
+    pub fn usage(&self) -> MemoryUsage {
+        let mut usage = MemoryUsage {
+            bytes: self.inner.bytes.load(Ordering::Acquire),
+            ..MemoryUsage::default()
+        };
+        for shard in &self.inner.shards {
+            let shard = lock(shard);
+            usage.entries += shard.entries.len();
+            usage.scopes += shard.scopes.len();
+        }
+        usage
+    }
+
+    /// The bytes `scope` holds now.
+    pub fn scope_bytes(&self, scope: ScopeId) -> usize {
+        let shard = lock(self.inner.shard(scope));
+        shard.scopes.get(&scope).map_or(0, |usage| usage.bytes)
     }
 
     /// Removes expired entries now (the background task does this every minute).
     pub fn sweep(&self) {
-        self.inner.sweep(Instant::now());
+        let now = Instant::now();
+        for shard in &self.inner.shards {
+            self.inner.sweep(&mut lock(shard), now);
+        }
     }
 
     fn start_sweeper(&self) {
@@ -130,7 +260,7 @@ impl MemoryStore {
             loop {
                 ticks.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                inner.sweep(Instant::now());
+                MemoryStore { inner }.sweep();
             }
         });
     }
@@ -143,34 +273,10 @@ impl MemoryStore {
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
         let inner = &self.inner;
-        // Counting entries visits every shard: only a new key needs it.
-        if !inner.entries.contains_key(&key) && inner.entries.len() >= inner.max_entries {
-            inner.make_room(now)?;
-        }
-        // A token only for a claim that wins: drawing one costs a system call.
-        let fresh = || {
-            let token = FencingToken::random();
-            let slot = Slot::InFlight {
-                token,
-                fingerprint,
-                until: later(now, lease),
-            };
-            (token, slot)
-        };
-        match inner.entries.entry(key) {
-            Entry::Vacant(vacant) => {
-                let (token, slot) = fresh();
-                vacant.insert(slot);
-                Ok(Claim::Claimed(token))
-            }
-            Entry::Occupied(mut occupied) => {
-                let current = occupied.get();
-                if !current.is_live(now) {
-                    let (token, slot) = fresh();
-                    occupied.insert(slot);
-                    return Ok(Claim::Claimed(token));
-                }
-                Ok(match current {
+        let mut shard = lock(inner.shard(key.scope()));
+        if let Some(current) = shard.entries.get(&key) {
+            if current.is_live(now) {
+                return Ok(match current {
                     Slot::InFlight {
                         fingerprint, until, ..
                     } => Claim::InFlight {
@@ -185,9 +291,25 @@ impl MemoryStore {
                         fingerprint: *fingerprint,
                         outcome: outcome.clone(),
                     },
-                })
+                });
             }
+            inner.remove(&mut shard, &key);
         }
+        if !inner.make_room(&mut shard, key.scope(), ENTRY_OVERHEAD, now) {
+            return Err(StoreError::new(
+                StoreErrorKind::Unavailable,
+                "the idempotency store is full of requests in flight",
+            ));
+        }
+        // A token only for a claim that wins: drawing one costs a system call.
+        let token = FencingToken::random();
+        let slot = Slot::InFlight {
+            token,
+            fingerprint,
+            until: later(now, lease),
+        };
+        inner.attach(&mut shard, key, slot);
+        Ok(Claim::Claimed(token))
     }
 
     /// Replaces the entry with what `change` makes of it (nothing: removes it), if `token`
@@ -199,70 +321,222 @@ impl MemoryStore {
         change: impl FnOnce(&Slot, Instant) -> Option<Slot>,
     ) -> Fenced {
         let now = Instant::now();
-        match self.inner.entries.entry(key) {
-            Entry::Occupied(mut occupied) if occupied.get().held_by(token, now) => {
-                match change(occupied.get(), now) {
-                    Some(entry) => {
-                        occupied.insert(entry);
-                    }
-                    None => {
-                        occupied.remove();
-                    }
-                }
-                Fenced::Applied
+        let inner = &self.inner;
+        let mut shard = lock(inner.shard(key.scope()));
+        let Some(held) = shard
+            .entries
+            .get(&key)
+            .filter(|held| held.held_by(token, now))
+        else {
+            return Fenced::Stale;
+        };
+        let held_bytes = held.bytes();
+        match change(held, now) {
+            None => {
+                inner.remove(&mut shard, &key);
             }
-            _ => Fenced::Stale,
+            Some(next) => {
+                // The held claim stays counted while room is made for what the record adds,
+                // so falling back to a record of the claim's own size always fits.
+                let next = inner.fit(&mut shard, key.scope(), next, held_bytes, now);
+                inner.detach(&mut shard, &key);
+                if let Some(smaller) = held_bytes.checked_sub(next.bytes()) {
+                    inner.bytes.fetch_sub(smaller, Ordering::AcqRel);
+                }
+                inner.attach(&mut shard, key, next);
+            }
         }
+        Fenced::Applied
     }
 }
 
 impl Inner {
-    fn sweep(&self, now: Instant) {
-        self.entries.retain(|_, entry| entry.is_live(now));
+    fn shard(&self, scope: ScopeId) -> &Mutex<Shard> {
+        // Scope ids are digests: their low bits are already uniform.
+        let index = usize::try_from(scope.as_u64() % SHARDS as u64).expect("below 16");
+        &self.shards[index]
     }
 
-    /// Frees at least one slot, or fails when only live claims are left.
-    fn make_room(&self, now: Instant) -> Result<(), StoreError> {
-        let full = || {
-            StoreError::new(
-                StoreErrorKind::Unavailable,
-                "the idempotency store is full of requests in flight",
-            )
-        };
-        let mut full_since = self
-            .full_since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if full_since
-            .is_some_and(|since| now.saturating_duration_since(since) < Duration::from_secs(1))
-        {
-            return Err(full());
+    /// Adds `slot`, whose bytes are already reserved in the total, to its scope's count.
+    fn attach(&self, shard: &mut Shard, key: StoreKey, slot: Slot) {
+        let usage = shard.scopes.entry(key.scope()).or_default();
+        usage.bytes += slot.bytes();
+        if let Slot::Completed { until, .. } = &slot {
+            usage.completed.insert((*until, key));
         }
-        self.sweep(now);
-        if self.entries.len() < self.max_entries {
-            return Ok(());
+        shard.entries.insert(key, slot);
+    }
+
+    /// Takes `key`'s entry out of the table and its scope's count (not the total).
+    fn detach(&self, shard: &mut Shard, key: &StoreKey) -> Option<Slot> {
+        let slot = shard.entries.remove(key)?;
+        if let Some(usage) = shard.scopes.get_mut(&key.scope()) {
+            usage.bytes -= slot.bytes();
+            if let Slot::Completed { until, .. } = &slot {
+                usage.completed.remove(&(*until, *key));
+            }
+            if usage.bytes == 0 {
+                shard.scopes.remove(&key.scope());
+            }
         }
-        let target = self.max_entries - self.max_entries / 8;
-        let mut completed: Vec<(Instant, StoreKey)> = self
-            .entries
-            .iter()
-            .filter(|entry| matches!(entry.value(), Slot::Completed { .. }))
-            .map(|entry| (entry.value().until(), *entry.key()))
-            .collect();
-        completed.sort_unstable_by_key(|(until, _)| *until);
-        let excess = self.entries.len().saturating_sub(target).max(1);
-        for (_, key) in completed.into_iter().take(excess) {
-            self.entries
-                .remove_if(&key, |_, entry| matches!(entry, Slot::Completed { .. }));
+        Some(slot)
+    }
+
+    /// Removes `key`'s entry and gives its bytes back to the budget.
+    fn remove(&self, shard: &mut Shard, key: &StoreKey) -> Option<Slot> {
+        let slot = self.detach(shard, key)?;
+        self.bytes.fetch_sub(slot.bytes(), Ordering::AcqRel);
+        Some(slot)
+    }
+
+    /// `slot` replacing an entry of `held` bytes, with room reserved for what it adds; when
+    /// no room can be made, the same record marked not replayable, which adds nothing.
+    fn fit(
+        &self,
+        shard: &mut Shard,
+        scope: ScopeId,
+        slot: Slot,
+        held: usize,
+        now: Instant,
+    ) -> Slot {
+        let grows = slot.bytes().saturating_sub(held);
+        if grows == 0 || self.make_room(shard, scope, grows, now) {
+            return slot;
         }
-        if self.entries.len() < self.max_entries {
-            *full_since = None;
-            Ok(())
-        } else {
-            *full_since = Some(now);
-            Err(full())
+        match slot {
+            Slot::Completed {
+                fingerprint, until, ..
+            } => Slot::Completed {
+                fingerprint,
+                outcome: Outcome::NotReplayable,
+                until,
+            },
+            in_flight @ Slot::InFlight { .. } => in_flight,
         }
     }
+
+    /// Reserves `bytes` for `scope`: first within its share (evicting its own completed
+    /// records), then within the budget (evicting the largest scopes' records). Returns
+    /// whether the room was made; on `true` the bytes are counted in the total.
+    fn make_room(&self, shard: &mut Shard, scope: ScopeId, bytes: usize, now: Instant) -> bool {
+        if bytes > self.max_scope_bytes {
+            return false;
+        }
+        // Each pass frees an entry, or sweeps once: bounded by the entries held.
+        let mut swept = false;
+        while scope_bytes(shard, scope) + bytes > self.max_scope_bytes {
+            if self.evict_oldest(shard, scope) {
+                continue;
+            }
+            if swept || !self.sweep_once(shard, now) {
+                return false;
+            }
+            swept = true;
+        }
+        while !self.reserve(bytes) {
+            if self.evict_elsewhere(shard) {
+                continue;
+            }
+            if swept || !self.sweep_once(shard, now) {
+                return false;
+            }
+            swept = true;
+        }
+        true
+    }
+
+    /// Adds `bytes` to the total if it stays within the budget.
+    fn reserve(&self, bytes: usize) -> bool {
+        self.bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes)
+                    .filter(|total| *total <= self.max_bytes)
+            })
+            .is_ok()
+    }
+
+    /// Evicts `scope`'s completed record closest to expiry, if it has one.
+    fn evict_oldest(&self, shard: &mut Shard, scope: ScopeId) -> bool {
+        let oldest = shard
+            .scopes
+            .get(&scope)
+            .and_then(|usage| usage.completed.first().map(|(_, key)| *key));
+        oldest.is_some_and(|key| self.remove(shard, &key).is_some())
+    }
+
+    /// Under a full budget: evicts one completed record of the scope holding the most bytes,
+    /// in this shard or (without waiting for a busy lock) another.
+    fn evict_elsewhere(&self, shard: &mut Shard) -> bool {
+        if let Some(scope) = largest_evictable(shard)
+            && self.evict_oldest(shard, scope)
+        {
+            return true;
+        }
+        let mut best: Option<(usize, &Mutex<Shard>)> = None;
+        for other in &self.shards {
+            // Our own shard is locked by us: `try_lock` skips it, as it skips a busy one.
+            let Ok(guard) = other.try_lock() else {
+                continue;
+            };
+            if let Some(scope) = largest_evictable(&guard) {
+                let held = guard.scopes[&scope].bytes;
+                if best.is_none_or(|(most, _)| held > most) {
+                    best = Some((held, other));
+                }
+            }
+        }
+        let Some((_, other)) = best else { return false };
+        let Ok(mut guard) = other.try_lock() else {
+            return false;
+        };
+        largest_evictable(&guard).is_some_and(|scope| self.evict_oldest(&mut guard, scope))
+    }
+
+    /// Sweeps `shard` if it was not swept in the last second; returns whether it freed bytes.
+    fn sweep_once(&self, shard: &mut Shard, now: Instant) -> bool {
+        if shard
+            .swept_at
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1))
+        {
+            return false;
+        }
+        shard.swept_at = Some(now);
+        self.sweep(shard, now) > 0
+    }
+
+    /// Removes expired entries; returns how many.
+    fn sweep(&self, shard: &mut Shard, now: Instant) -> usize {
+        let expired: Vec<StoreKey> = shard
+            .entries
+            .iter()
+            .filter(|(_, slot)| !slot.is_live(now))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &expired {
+            self.remove(shard, key);
+        }
+        expired.len()
+    }
+}
+
+fn scope_bytes(shard: &Shard, scope: ScopeId) -> usize {
+    shard.scopes.get(&scope).map_or(0, |usage| usage.bytes)
+}
+
+/// The scope of `shard` holding the most bytes among those with a completed record.
+fn largest_evictable(shard: &Shard) -> Option<ScopeId> {
+    shard
+        .scopes
+        .iter()
+        .filter(|(_, usage)| !usage.completed.is_empty())
+        .max_by_key(|(_, usage)| usage.bytes)
+        .map(|(scope, _)| *scope)
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // Every change to a shard completes before its lock is released (nothing in between
+    // can panic but allocation), so a poisoned shard is still consistent: keep using it.
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `now + duration`, saturating far in the future instead of overflowing the clock.
@@ -280,8 +554,9 @@ impl Default for MemoryStore {
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("entries", &self.len())
-            .field("max_entries", &self.inner.max_entries)
+            .field("usage", &self.usage())
+            .field("max_bytes", &self.inner.max_bytes)
+            .field("max_bytes_per_scope", &self.inner.max_scope_bytes)
             .finish()
     }
 }
@@ -306,6 +581,14 @@ impl IdempotencyStore for MemoryStore {
         outcome: Outcome,
         ttl: Duration,
     ) -> StoreFuture<Fenced> {
+        // Copied to an allocation of its own size: the budget counts what is really held.
+        let outcome = match outcome {
+            Outcome::Response(mut response) => {
+                response.body = bytes::Bytes::copy_from_slice(&response.body);
+                Outcome::Response(response)
+            }
+            Outcome::NotReplayable => Outcome::NotReplayable,
+        };
         let fenced = self.fenced(key, token, |_, now| {
             Some(Slot::Completed {
                 fingerprint,

@@ -14,30 +14,78 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use guardrail_store::StoreFuture;
 
 /// The stored identity of one idempotency key: SHA-256 of the scope and the key, so raw keys
-/// (which may be guessable or sensitive) are never stored.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct StoreKey(pub(crate) [u8; 32]);
+/// (which may be guessable or sensitive) are never stored, plus the [`ScopeId`] of its scope,
+/// so that a store can share its capacity fairly between callers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoreKey {
+    hash: [u8; 32],
+    scope: ScopeId,
+}
 
 impl StoreKey {
-    /// A key from its 32 bytes (for stores of your own, and tests).
+    /// A key from its 32 bytes, in [`ScopeId::UNSCOPED`] (for stores of your own, and tests).
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        StoreKey(bytes)
+        StoreKey {
+            hash: bytes,
+            scope: ScopeId::UNSCOPED,
+        }
     }
 
-    /// The 32 bytes.
+    /// The same key, belonging to `scope`.
+    #[must_use]
+    pub const fn with_scope(self, scope: ScopeId) -> Self {
+        StoreKey {
+            hash: self.hash,
+            scope,
+        }
+    }
+
+    /// The 32 bytes (they already depend on the scope: equal bytes mean the same key).
     pub const fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.hash
     }
 
-    /// Lower-case hex, 64 characters.
+    /// The scope the key belongs to.
+    pub const fn scope(&self) -> ScopeId {
+        self.scope
+    }
+
+    /// Lower-case hex of the 32 bytes, 64 characters.
     pub fn to_hex(&self) -> String {
-        hex(&self.0)
+        hex(&self.hash)
     }
 }
 
 impl fmt::Debug for StoreKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StoreKey({})", &self.to_hex()[..16])
+        write!(f, "StoreKey({}, {:?})", &self.to_hex()[..16], self.scope)
+    }
+}
+
+/// Which caller (tenant, API key) a [`StoreKey`] belongs to: 64 bits of a SHA-256 of the
+/// scope, never the scope itself. The memory store gives each scope a share of its byte
+/// budget with it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScopeId(u64);
+
+impl ScopeId {
+    /// The scope of an unscoped layer, and of keys made with [`StoreKey::from_bytes`].
+    pub const UNSCOPED: ScopeId = ScopeId(0);
+
+    /// A scope id from its value (for stores of your own, and tests).
+    pub const fn from_u64(value: u64) -> Self {
+        ScopeId(value)
+    }
+
+    /// The value.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Debug for ScopeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ScopeId({:016x})", self.0)
     }
 }
 

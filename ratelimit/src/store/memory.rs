@@ -31,7 +31,11 @@ const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 ///
 /// - **Shared**: clones share the buckets, and policies equal in name and parameters share a
 ///   table, so every layer built from one store limits together.
-/// - **Bounded**: each policy holds at most `max_keys` keys (default 100,000). Keys whose
+/// - **Bounded in bytes**: each policy holds at most `max_keys` keys (default 100,000), and a
+///   key's size is bounded too (an address, or a text key of at most [`MAX_TEXT_KEY_LEN`](crate::MAX_TEXT_KEY_LEN)
+///   bytes: longer ones are kept as a 32-byte digest), so the key bound is a byte bound: about
+///   43 to 69 bytes per GCRA key in the table (measured by the `ratelimit_memory` bench), plus
+///   up to 64 bytes of key text, and a fixed window state per sliding-window key. Keys whose
 ///   bucket is full again (GCRA) or whose windows are empty are idle: forgetting them changes
 ///   no decision, and they are swept on the request path, without a task to spawn. **Overflow
 ///   policy**: when a new key finds the table full even after a sweep, it shares one overflow

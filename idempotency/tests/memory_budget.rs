@@ -1,0 +1,204 @@
+//! Property tests of the memory store's bounds: arbitrary claims, completions (of any size)
+//! and releases by several scopes never take it over its byte budget or a scope over its
+//! share, never evict a claim in flight, and a scope over its share evicts only its own
+//! records.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use proptest::prelude::*;
+use tower_idempotency::{
+    Claim, ENTRY_OVERHEAD, Fenced, FencingToken, Fingerprint, IdempotencyStore, MemoryStore,
+    Outcome, ScopeId, StoreKey, StoredResponse,
+};
+
+const SCOPES: u64 = 3;
+const KEYS: u8 = 6;
+const SHARE: usize = 4 * 1024;
+const LEASE: Duration = Duration::from_secs(60);
+const TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Claim { scope: u64, key: u8 },
+    Complete { scope: u64, key: u8, body: usize },
+    Release { scope: u64, key: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let scope = 1..=SCOPES;
+    let key = 0..KEYS;
+    prop_oneof![
+        (scope.clone(), key.clone()).prop_map(|(scope, key)| Op::Claim { scope, key }),
+        (scope.clone(), key.clone(), 0..3 * SHARE / 2)
+            .prop_map(|(scope, key, body)| Op::Complete { scope, key, body }),
+        (scope, key).prop_map(|(scope, key)| Op::Release { scope, key }),
+    ]
+}
+
+fn store_key(scope: u64, key: u8) -> StoreKey {
+    let mut bytes = [0; 32];
+    bytes[..8].copy_from_slice(&scope.to_be_bytes());
+    bytes[8] = key;
+    StoreKey::from_bytes(bytes).with_scope(ScopeId::from_u64(scope))
+}
+
+fn fingerprint() -> Fingerprint {
+    Fingerprint::from_bytes([7; 32])
+}
+
+fn response(body: usize) -> Outcome {
+    Outcome::Response(StoredResponse {
+        status: StatusCode::CREATED,
+        headers: vec![(http::header::LOCATION, "/orders/1".parse().unwrap())],
+        body: Bytes::from(vec![b'x'; body]),
+    })
+}
+
+/// Runs `ops` on `store`, checking the bounds after each, and, when `fair` (the budget holds
+/// every scope's full share), that no op evicts another scope's replayable record.
+async fn check(store: &MemoryStore, max_bytes: usize, ops: &[Op], fair: bool) {
+    let mut held: HashMap<StoreKey, FencingToken> = HashMap::new();
+    let mut replayable: HashMap<StoreKey, u64> = HashMap::new();
+    for &op in ops {
+        let actor = match op {
+            Op::Claim { scope, .. } | Op::Complete { scope, .. } | Op::Release { scope, .. } => {
+                scope
+            }
+        };
+        match op {
+            Op::Claim { scope, key } => {
+                let key = store_key(scope, key);
+                if let Ok(Claim::Claimed(token)) = store.claim(key, fingerprint(), LEASE).await {
+                    held.insert(key, token);
+                    replayable.remove(&key);
+                }
+            }
+            Op::Complete { scope, key, body } => {
+                let key = store_key(scope, key);
+                if let Some(token) = held.remove(&key) {
+                    let done = store
+                        .complete(key, token, fingerprint(), response(body), TTL)
+                        .await
+                        .unwrap();
+                    assert_eq!(done, Fenced::Applied, "a held claim is never evicted");
+                    if let Ok(Claim::Completed {
+                        outcome: Outcome::Response(_),
+                        ..
+                    }) = store.claim(key, fingerprint(), LEASE).await
+                    {
+                        replayable.insert(key, scope);
+                    }
+                }
+            }
+            Op::Release { scope, key } => {
+                let key = store_key(scope, key);
+                if let Some(token) = held.remove(&key) {
+                    let done = store.release(key, token).await.unwrap();
+                    assert_eq!(done, Fenced::Applied, "a held claim is never evicted");
+                }
+            }
+        }
+
+        let usage = store.usage();
+        assert!(
+            usage.bytes <= max_bytes,
+            "{} bytes over {max_bytes}",
+            usage.bytes
+        );
+        let by_scope: usize = (1..=SCOPES)
+            .map(|scope| {
+                let bytes = store.scope_bytes(ScopeId::from_u64(scope));
+                assert!(bytes <= SHARE, "scope {scope} holds {bytes} over its share");
+                bytes
+            })
+            .sum();
+        assert_eq!(by_scope, usage.bytes, "the total is the sum of the scopes");
+        assert!(usage.bytes >= usage.entries * ENTRY_OVERHEAD);
+        for key in held.keys() {
+            let claim = store.claim(*key, fingerprint(), LEASE).await.unwrap();
+            assert!(
+                matches!(claim, Claim::InFlight { .. }),
+                "{key:?} evicted in flight"
+            );
+        }
+        replayable = still_replayable(store, replayable, actor, fair).await;
+    }
+}
+
+/// The tracked records still completed. Probing a record that was evicted claims its vacant
+/// key (then releases it), and that claim may evict more of its scope's records: so other
+/// scopes' records are checked first, and the actor's again until a pass loses none.
+async fn still_replayable(
+    store: &MemoryStore,
+    records: HashMap<StoreKey, u64>,
+    actor: u64,
+    fair: bool,
+) -> HashMap<StoreKey, u64> {
+    let (mut own, others): (HashMap<_, _>, HashMap<_, _>) =
+        records.into_iter().partition(|(_, scope)| *scope == actor);
+    let mut kept = HashMap::new();
+    for (key, scope) in others {
+        if probe(store, key).await {
+            kept.insert(key, scope);
+        } else {
+            assert!(!fair, "scope {actor} evicted a record of scope {scope}");
+        }
+    }
+    loop {
+        let before = own.len();
+        let mut survivors = HashMap::new();
+        for (key, scope) in own {
+            if probe(store, key).await {
+                survivors.insert(key, scope);
+            }
+        }
+        own = survivors;
+        if own.len() == before {
+            break;
+        }
+    }
+    kept.extend(own);
+    kept
+}
+
+/// Whether `key` still holds a completed record; if it is vacant, the probe's claim is
+/// released again.
+async fn probe(store: &MemoryStore, key: StoreKey) -> bool {
+    match store.claim(key, fingerprint(), LEASE).await {
+        Ok(Claim::Completed { .. }) => true,
+        Ok(Claim::Claimed(token)) => {
+            store.release(key, token).await.unwrap();
+            false
+        }
+        other => panic!("{key:?} was completed, now {other:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn prop_memory_store_never_exceeds_its_budget_or_a_share_nor_evicts_a_claim_in_flight(
+        ops in prop::collection::vec(op(), 1..80)
+    ) {
+        // Less than the three shares together: the global bound is hit too.
+        let max_bytes = 2 * SHARE;
+        let store = MemoryStore::new().max_bytes(max_bytes).unwrap().max_bytes_per_scope(SHARE).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        runtime.block_on(check(&store, max_bytes, &ops, false));
+    }
+
+    #[test]
+    fn prop_a_scope_over_its_share_evicts_only_its_own_records(
+        ops in prop::collection::vec(op(), 1..80)
+    ) {
+        // Room for every scope's whole share: only shares bind.
+        let max_bytes = SCOPES as usize * SHARE;
+        let store = MemoryStore::new().max_bytes(max_bytes).unwrap().max_bytes_per_scope(SHARE).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        runtime.block_on(check(&store, max_bytes, &ops, true));
+    }
+}
