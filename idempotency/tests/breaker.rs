@@ -171,3 +171,44 @@ async fn retry_after_says_when_the_breaker_next_tries_redis() {
     let response = unavailable(&mut service, "open").await;
     assert_eq!(response.headers()[RETRY_AFTER], "2");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_still_lets_a_record_of_work_done_through() {
+    use tower_idempotency::{
+        Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreKey,
+    };
+    let redis = FakeRedis::new(Reply::Refuse);
+    let store = RedisStore::new(
+        RedisBackend::new(redis.clone())
+            .breaker(CircuitBreaker::new().failure_threshold(1).unwrap()),
+        "idem",
+    )
+    .unwrap();
+    let (key, fingerprint) = (
+        StoreKey::from_bytes([1; 32]),
+        Fingerprint::from_bytes([2; 32]),
+    );
+    let claim = store.claim(key, fingerprint, Duration::from_secs(60)).await;
+    assert!(claim.is_err());
+    assert_eq!(
+        store.backend().circuit_breaker().state(),
+        guardrail_store::BreakerState::Open
+    );
+
+    // Redis is back, the breaker does not know yet: a new claim fails fast...
+    redis.set(healthy());
+    let claim = store
+        .claim(key, fingerprint, Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert_eq!(claim.kind(), guardrail_store::StoreErrorKind::CircuitOpen);
+    let calls = redis.calls();
+    // ...but the record of a handler that already ran is still written.
+    let token = FencingToken::from_u128(7);
+    let ttl = Duration::from_secs(3600);
+    let done = store
+        .complete(key, token, fingerprint, Outcome::NotReplayable, ttl)
+        .await;
+    assert_eq!(done.unwrap(), Fenced::Applied);
+    assert_eq!(redis.calls(), calls + 1);
+}

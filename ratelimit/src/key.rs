@@ -33,8 +33,9 @@ enum KeyRepr {
     Overflow,
     Ip(IpAddr),
     Text(Arc<str>),
-    /// A text key longer than [`MAX_TEXT_KEY_LEN`], kept as its SHA-256.
-    Digest([u8; 32]),
+    /// A text key longer than [`MAX_TEXT_KEY_LEN`], kept as its SHA-256 (behind a pointer,
+    /// so the key stays 24 bytes in every table).
+    Digest(Arc<[u8; 32]>),
 }
 
 /// The longest text key kept as it is, in bytes. A longer one (a client can send any header
@@ -72,7 +73,8 @@ impl RateLimitKey {
         let text: Arc<str> = key.into();
         if text.len() > MAX_TEXT_KEY_LEN {
             use sha2::{Digest, Sha256};
-            return RateLimitKey(KeyRepr::Digest(Sha256::digest(text.as_bytes()).into()));
+            let digest: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+            return RateLimitKey(KeyRepr::Digest(Arc::new(digest)));
         }
         RateLimitKey(KeyRepr::Text(text))
     }
@@ -358,6 +360,11 @@ fn parse_node(node: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_24_bytes() {
+        assert_eq!(size_of::<RateLimitKey>(), 24);
+    }
 
     #[test]
     fn a_long_text_key_is_kept_as_its_digest_and_stays_one_caller() {

@@ -1,37 +1,4 @@
-//! Store plumbing shared by the API guardrail crates (`tower-idempotency`,
-//! `tower-ratelimit`) and by stores of your own:
-//!
-//! - [`StoreError`], the one error every store returns, with a [`kind`](StoreError::kind)
-//!   that tells an outage from a bad reply and an open breaker;
-//! - [`CircuitBreaker`], which makes calls fail at once while a store is down, probes it
-//!   with one call after a back-off, and closes again when it answers, so an outage costs
-//!   the layers' fail-open or fail-closed answer, not a timeout per request;
-//! - the Redis back end (feature `redis`): [`redis::RedisBackend`] (connection set-up,
-//!   deadline, breaker, scripts with `NOSCRIPT` fallback) and [`redis::KeyPrefix`].
-//!
-//! ```
-//! use std::time::Duration;
-//! use guardrail_store::{BreakerState, CircuitBreaker, StoreError, StoreErrorKind};
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let breaker = CircuitBreaker::new()
-//!     .failure_threshold(3)?
-//!     .back_off(Duration::from_millis(100), Duration::from_millis(500))?
-//!     .on_transition(|t| println!("store breaker: {} -> {}", t.from.as_str(), t.to.as_str()));
-//!
-//! // A store call that times out, three times in a row...
-//! for _ in 0..3 {
-//!     let call = async { Err::<u64, _>(StoreError::new(StoreErrorKind::Timeout, "slow")) };
-//!     assert!(breaker.run(call).await.is_err());
-//! }
-//! // ...opens the breaker: the next call is not made, and says when to come back.
-//! let error = breaker.run(async { Ok(1) }).await.unwrap_err();
-//! assert_eq!(error.kind(), StoreErrorKind::CircuitOpen);
-//! assert_eq!(breaker.state(), BreakerState::Open);
-//! # Ok(())
-//! # }
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod breaker;
 mod error;

@@ -204,19 +204,40 @@ where
         T: FromRedisValue + Send + 'static,
         B: FnOnce(&mut ScriptInvocation<'_>) + Send + 'static,
     {
+        let call = self.call(script, build);
+        let breaker = self.breaker.clone();
+        Box::pin(async move { breaker.run(call).await })
+    }
+
+    /// [`eval`](Self::eval), but tried even while the breaker is open (within the same
+    /// deadline), and not counted by it: for the rare writes that record work already done
+    /// (an idempotency record after its handler ran), where a wait is worth more than a fast
+    /// failure that loses the record.
+    pub fn eval_essential<T, B>(&self, script: &Arc<Script>, build: B) -> StoreFuture<T>
+    where
+        T: FromRedisValue + Send + 'static,
+        B: FnOnce(&mut ScriptInvocation<'_>) + Send + 'static,
+    {
+        Box::pin(self.call(script, build))
+    }
+
+    fn call<T, B>(
+        &self,
+        script: &Arc<Script>,
+        build: B,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        T: FromRedisValue + Send + 'static,
+        B: FnOnce(&mut ScriptInvocation<'_>) + Send + 'static,
+    {
         let script = Arc::clone(script);
         let mut connection = self.connection.clone();
         let timeout = self.timeout;
-        let breaker = self.breaker.clone();
-        Box::pin(async move {
-            breaker
-                .run(async {
-                    let mut invocation = script.prepare_invoke();
-                    build(&mut invocation);
-                    deadline(timeout, invocation.invoke_async::<T>(&mut connection)).await
-                })
-                .await
-        })
+        async move {
+            let mut invocation = script.prepare_invoke();
+            build(&mut invocation);
+            deadline(timeout, invocation.invoke_async::<T>(&mut connection)).await
+        }
     }
 }
 

@@ -138,9 +138,12 @@ where
         format!("{}:{}", self.prefix, key.to_hex())
     }
 
-    /// Runs `script` on `key` with `args` and parses the reply.
+    /// Runs `script` on `key` with `args` and parses the reply. A claim goes through the
+    /// breaker (failing fast during an outage is the point); a fenced write records work
+    /// already done, so it is tried even while the breaker is open.
     fn eval<T, R>(
         &self,
+        write: Write,
         script: &Arc<Script>,
         key: &StoreKey,
         args: Vec<Vec<u8>>,
@@ -151,14 +154,27 @@ where
         R: 'static,
     {
         let key = self.redis_key(key);
-        let call = self.backend.eval::<T, _>(script, move |invocation| {
+        let build = move |invocation: &mut redis::ScriptInvocation<'_>| {
             invocation.key(key);
             for arg in args {
                 invocation.arg(arg);
             }
-        });
+        };
+        let call = match write {
+            Write::Claim => self.backend.eval::<T, _>(script, build),
+            Write::Fenced => self.backend.eval_essential::<T, _>(script, build),
+        };
         Box::pin(async move { parse(call.await?) })
     }
+}
+
+/// Which path a script takes through the back end.
+#[derive(Clone, Copy)]
+enum Write {
+    /// Through the breaker.
+    Claim,
+    /// Past it: `complete`, `release` and `renew` record work already done.
+    Fenced,
 }
 
 impl<C> IdempotencyStore for RedisStore<C>
@@ -175,9 +191,13 @@ where
         let mut value = fence(token).to_vec();
         value.extend_from_slice(fingerprint.as_bytes());
         let args = vec![value, millis(lease)];
-        self.eval(&self.claim_script, &key, args, move |reply: Value| {
-            parse_claim(&reply, token)
-        })
+        self.eval(
+            Write::Claim,
+            &self.claim_script,
+            &key,
+            args,
+            move |reply: Value| parse_claim(&reply, token),
+        )
     }
 
     fn complete(
@@ -198,17 +218,17 @@ where
             value,
             millis(ttl),
         ];
-        self.eval(&self.fenced_script, &key, args, parse_fenced)
+        self.eval(Write::Fenced, &self.fenced_script, &key, args, parse_fenced)
     }
 
     fn release(&self, key: StoreKey, token: FencingToken) -> StoreFuture<Fenced> {
         let args = vec![fence(token).to_vec(), b"release".to_vec()];
-        self.eval(&self.fenced_script, &key, args, parse_fenced)
+        self.eval(Write::Fenced, &self.fenced_script, &key, args, parse_fenced)
     }
 
     fn renew(&self, key: StoreKey, token: FencingToken, lease: Duration) -> StoreFuture<Fenced> {
         let args = vec![fence(token).to_vec(), b"renew".to_vec(), millis(lease)];
-        self.eval(&self.fenced_script, &key, args, parse_fenced)
+        self.eval(Write::Fenced, &self.fenced_script, &key, args, parse_fenced)
     }
 }
 
