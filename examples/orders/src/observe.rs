@@ -129,6 +129,10 @@ fn describe() {
     }
     // Registered at zero, so that dashboards see the series before the first event.
     metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
+    metrics::gauge!(BREAKER_OPEN).set(0.0);
+    for state in [BreakerState::Open, BreakerState::HalfOpen, BreakerState::Closed] {
+        metrics::counter!(BREAKER_TRANSITIONS, "to" => state.as_str()).absolute(0);
+    }
 }
 
 /// Sets the number of open client connections.

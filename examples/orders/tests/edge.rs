@@ -1305,3 +1305,63 @@ fn reading_away_a_refused_body_is_not_timed_as_a_request_head() {
     let (status, _) = read_head(&mut reader);
     assert_eq!(status, 200, "the connection survived reading the body away");
 }
+
+#[test]
+fn a_hung_redis_opens_the_breaker_and_the_service_recovers_when_it_thaws() {
+    let redis = guardrail_test_support::RedisServer::spawn().expect("a private redis-server");
+    let url = redis.url();
+    let service = Service::start(
+        "redis_breaker",
+        &["--redis", &url, "--api-keys", "breaker_key_1"],
+        None,
+    );
+    let order = r#"{"customer_id":"cus_1","items":[{"sku":"a","quantity":1,"unit_price":{"amount":1,"currency":"usd"}}]}"#;
+    let create = |key: &str| {
+        let idempotency = format!("Idempotency-Key: \"{key}\"");
+        service.request(
+            "POST",
+            "/v2/orders",
+            &[
+                "Authorization: Bearer breaker_key_1",
+                "Content-Type: application/json",
+                &idempotency,
+            ],
+            order,
+        )
+    };
+    assert_eq!(status_of(&create("before")), 201);
+
+    redis.pause();
+    // Each request waits out a store timeout until the breaker opens (five of them), then the
+    // answers come without one; either way they are 503 problems with Retry-After.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // The series starts at zero (registered at start-up), so "not 0" means it opened.
+    while service
+        .metrics()
+        .contains(r#"orders_redis_breaker_transitions_total{to="open"} 0"#)
+    {
+        assert!(Instant::now() < deadline, "the breaker never opened");
+        let response = create(&format!("during-{}", free_port()));
+        assert_eq!(status_of(&response), 503, "{response}");
+        assert!(problem_type(&response).ends_with("/idempotency-store-unavailable"));
+        assert!(header(&response, "retry-after").is_some());
+    }
+    assert!(service.metrics().contains("orders_redis_breaker_open 1"));
+    let response = create("open");
+    assert_eq!(status_of(&response), 503, "fail closed while open");
+
+    redis.resume();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = create(&format!("after-{}", free_port()));
+        if status_of(&response) == 201 {
+            break;
+        }
+        assert_eq!(status_of(&response), 503, "{response}");
+        assert!(Instant::now() < deadline, "no order after Redis thawed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let metrics = service.metrics();
+    assert!(!metrics.contains(r#"orders_redis_breaker_transitions_total{to="closed"} 0"#));
+    assert!(metrics.contains("orders_redis_breaker_open 0"));
+}
