@@ -39,12 +39,11 @@ async fn main() {
     let seconds: u64 = env_or("BENCH_SECONDS", 5);
     let tasks: usize = env_or("TASKS", 64);
     let prefix = format!("rlbench-{}", std::process::id());
-    let backend = RedisBackend::connect(&url).await.and_then(|backend| {
+    let store = RedisBackend::connect(&url).await.map(|backend| {
         let backend = backend.timeout(Duration::from_secs(5)).expect("non-zero");
-        let store = RedisStore::new(backend, &prefix).expect("a valid prefix");
-        Ok(store)
+        RedisStore::new(backend, &prefix).expect("a valid prefix")
     });
-    let store = match backend {
+    let store = match store {
         Ok(store) => store,
         Err(error) => {
             eprintln!("ratelimit_redis: cannot use Redis at {url}: {error}");

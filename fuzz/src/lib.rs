@@ -14,7 +14,7 @@
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, Request};
 use tower_cursor::{CursorCodec, CursorErrorKind, KeyId, KeyRing, Position, QueryFingerprint};
@@ -23,8 +23,11 @@ use tower_problem_details::Problem;
 use tower_ratelimit::{ForwardedHeader, TrustedProxies};
 use tower_sunset::{parse_deprecation, parse_sunset};
 
+/// A fuzz target: panics when its input breaks its property.
+pub type Target = fn(&[u8]);
+
 /// Every target, by the name its corpus folder and its libFuzzer binary carry.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("idempotency_key", idempotency_key),
     ("cursor_token", cursor_token),
     ("cursor_roundtrip", cursor_roundtrip),
@@ -36,6 +39,10 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
 /// `Idempotency-Key`: one or two header lines (split at the first `\n`). An accepted key is
 /// non-empty, within the length bound, and the same key when sent again as an RFC 9651 String
 /// (the quoted and unquoted forms are one key); two lines are always refused.
+///
+/// # Panics
+///
+/// When the input breaks the property: that is the finding.
 pub fn idempotency_key(data: &[u8]) {
     let mut headers = HeaderMap::new();
     let lines: Vec<&[u8]> = data.splitn(2, |&b| b == b'\n').collect();
@@ -84,6 +91,10 @@ fn query() -> QueryFingerprint {
 
 /// Cursor tokens as a client may send them, to a signed and to an encrypted codec (the first
 /// byte chooses). Decoding never panics; a token that decodes re-encodes to itself.
+///
+/// # Panics
+///
+/// When the input breaks the property: that is the finding.
 pub fn cursor_token(data: &[u8]) {
     let Some((&mode, token)) = data.split_first() else {
         return;
@@ -107,6 +118,10 @@ pub fn cursor_token(data: &[u8]) {
 /// A position chosen by the input is encoded (signed or encrypted, either direction) and
 /// decodes to itself; any one byte of the token changed, it is refused (never another
 /// position), and it is refused for another query.
+///
+/// # Panics
+///
+/// When the input breaks the property: that is the finding.
 pub fn cursor_roundtrip(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
@@ -122,7 +137,8 @@ pub fn cursor_roundtrip(data: &[u8]) {
         Position::before((timestamp, id))
     };
     let codec = codec(mode & 1 == 1);
-    let now = SystemTime::now();
+    // A fixed time, so that a replayed input behaves as it did when it was found.
+    let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     let token = codec.encode_at(&position, &query(), now).expect("encodes");
     let decoded = codec
         .decode_at::<Keys>(&token, &query(), now)
@@ -140,7 +156,7 @@ pub fn cursor_roundtrip(data: &[u8]) {
     );
 
     let Some(&at) = rest.get(24) else { return };
-    let mut tampered = token.clone().into_bytes();
+    let mut tampered = token.into_bytes();
     let index = usize::from(at) % tampered.len();
     let replacement = if tampered[index] == b'A' { b'B' } else { b'A' };
     tampered[index] = replacement;
@@ -153,6 +169,10 @@ pub fn cursor_roundtrip(data: &[u8]) {
 
 /// RFC 9457 documents as a client receives them. Parsing never panics; a parsed problem
 /// written out and read back is the same problem.
+///
+/// # Panics
+///
+/// When the input breaks the property: that is the finding.
 pub fn problem_json(data: &[u8]) {
     let Ok(problem) = Problem::from_json(data) else {
         return;
@@ -164,6 +184,10 @@ pub fn problem_json(data: &[u8]) {
 
 /// `Deprecation` and `Sunset` values as a client receives them. A conformant value, written
 /// again in its one conformant form, reads back as the same time.
+///
+/// # Panics
+///
+/// When the input breaks the property: that is the finding.
 pub fn sunset_headers(data: &[u8]) {
     if let Ok(deprecation) = parse_deprecation(data)
         && deprecation.is_conformant()
@@ -190,6 +214,10 @@ pub fn sunset_headers(data: &[u8]) {
 /// `X-Forwarded-For` or `Forwarded` (the first byte chooses) from a peer that is trusted or
 /// not (the second). An untrusted peer is always the client, whatever it sends; otherwise the
 /// client is the peer or an address written in the header, never one made up.
+///
+/// # Panics
+///
+/// When the input breaks the property: that is the finding.
 pub fn forwarded(data: &[u8]) {
     let [which, peer_byte, value @ ..] = data else {
         return;

@@ -40,10 +40,7 @@ async fn a_full_memory_store_evicts_completed_records_never_claims_in_flight() {
     };
     // Full of claims in flight: a new key is refused, the claims stay.
     let refused = store.claim(c, fingerprint, lease).await.unwrap_err();
-    assert_eq!(
-        refused.kind(),
-        tower_idempotency::StoreErrorKind::Unavailable
-    );
+    assert_eq!(refused.kind(), tower_idempotency::StoreErrorKind::Full);
     assert!(matches!(
         store.claim(a, fingerprint, lease).await.unwrap(),
         Claim::InFlight { .. }

@@ -14,7 +14,9 @@ use tower_idempotency::{
     Outcome, ScopeId, StoreKey, StoredResponse,
 };
 
-const SCOPES: u64 = 3;
+/// The scopes: 1 and 17 share one of the store's 16 shards, 2 has one of its own. The fair
+/// case below gives the budget room for the three shares.
+const SCOPES: [u64; 3] = [1, 2, 17];
 const KEYS: u8 = 6;
 const SHARE: usize = 4 * 1024;
 const LEASE: Duration = Duration::from_secs(60);
@@ -28,7 +30,7 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let scope = 1..=SCOPES;
+    let scope = prop::sample::select(&SCOPES[..]);
     let key = 0..KEYS;
     prop_oneof![
         (scope.clone(), key.clone()).prop_map(|(scope, key)| Op::Claim { scope, key }),
@@ -108,8 +110,9 @@ async fn check(store: &MemoryStore, max_bytes: usize, ops: &[Op], fair: bool) {
             "{} bytes over {max_bytes}",
             usage.bytes
         );
-        let by_scope: usize = (1..=SCOPES)
-            .map(|scope| {
+        let by_scope: usize = SCOPES
+            .iter()
+            .map(|&scope| {
                 let bytes = store.scope_bytes(ScopeId::from_u64(scope));
                 assert!(bytes <= SHARE, "scope {scope} holds {bytes} over its share");
                 bytes
@@ -196,9 +199,64 @@ proptest! {
         ops in prop::collection::vec(op(), 1..80)
     ) {
         // Room for every scope's whole share: only shares bind.
-        let max_bytes = SCOPES as usize * SHARE;
+        let max_bytes = 3 * SHARE; // SCOPES shares
         let store = MemoryStore::new().max_bytes(max_bytes).unwrap().max_bytes_per_scope(SHARE).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
         runtime.block_on(check(&store, max_bytes, &ops, true));
     }
+}
+
+/// A full budget takes room from the scope holding the most bytes, wherever its shard is:
+/// not from a small scope that happens to share the claiming scope's shard.
+#[tokio::test(start_paused = true)]
+async fn a_full_budget_evicts_from_the_largest_scope_first() {
+    let store = MemoryStore::new()
+        .max_bytes(8 * ENTRY_OVERHEAD)
+        .unwrap()
+        .max_bytes_per_scope(8 * ENTRY_OVERHEAD)
+        .unwrap();
+    // Scope 2 (its own shard) holds two large records; scope 17 one small record in the
+    // shard of scope 1, which then claims with the budget full.
+    let record = |scope, key, body| {
+        let store = store.clone();
+        async move {
+            let key = store_key(scope, key);
+            let Ok(Claim::Claimed(token)) = store.claim(key, fingerprint(), LEASE).await else {
+                panic!("vacant")
+            };
+            let done = store
+                .complete(key, token, fingerprint(), response(body), TTL)
+                .await;
+            assert_eq!(done.unwrap(), Fenced::Applied);
+            key
+        }
+    };
+    let big = [
+        record(2, 0, 2 * ENTRY_OVERHEAD).await,
+        record(2, 1, 2 * ENTRY_OVERHEAD).await,
+    ];
+    let small = record(17, 0, 0).await;
+    while store.usage().bytes + ENTRY_OVERHEAD <= 8 * ENTRY_OVERHEAD {
+        let filler = store_key(1, u8::try_from(store.usage().entries).unwrap() + 100);
+        assert!(matches!(
+            store.claim(filler, fingerprint(), LEASE).await,
+            Ok(Claim::Claimed(_))
+        ));
+    }
+    assert!(matches!(
+        store.claim(store_key(1, 0), fingerprint(), LEASE).await,
+        Ok(Claim::Claimed(_))
+    ));
+    assert!(matches!(
+        store.claim(small, fingerprint(), LEASE).await,
+        Ok(Claim::Completed { .. })
+    ));
+    let lost = [
+        store.claim(big[0], fingerprint(), LEASE).await.unwrap(),
+        store.claim(big[1], fingerprint(), LEASE).await.unwrap(),
+    ];
+    assert!(
+        lost.iter().any(|c| matches!(c, Claim::Claimed(_))),
+        "the largest scope gave room"
+    );
 }

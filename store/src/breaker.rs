@@ -18,6 +18,9 @@ pub const DEFAULT_BACK_OFF: Duration = Duration::from_millis(100);
 /// so that a store that is back is used again within half a second.
 pub const DEFAULT_MAX_BACK_OFF: Duration = Duration::from_millis(500);
 
+/// The longest back-off accepted: an hour (longer would leave a recovered store unused).
+pub const MAX_BACK_OFF: Duration = Duration::from_secs(3600);
+
 /// Where a [`CircuitBreaker`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BreakerState {
@@ -66,8 +69,9 @@ type Hook = Arc<dyn Fn(&Transition) + Send + Sync>;
 ///   failing fast. Success closes the breaker; failure opens it again for twice the back-off
 ///   (up to the longest). A probe whose caller goes away lets the next call probe.
 ///
-/// Time is tokio's, so tests can pause it. Clones share one state: build one breaker per
-/// store (or per connection shared by several stores) and clone it.
+/// Time is tokio's, so tests can pause it. Clones share one state (a clone is one reference
+/// count): build one breaker per store (or per connection shared by several stores), set it
+/// up, then clone it. Each setting builds a fresh breaker, so set them before cloning.
 ///
 /// ```
 /// use std::time::Duration;
@@ -91,16 +95,21 @@ type Hook = Arc<dyn Fn(&Transition) + Send + Sync>;
 #[derive(Clone)]
 pub struct CircuitBreaker {
     shared: Arc<Shared>,
+}
+
+struct Shared {
+    settings: Settings,
+    /// Closed with no failures counted: the common case, read without the lock.
+    healthy: AtomicBool,
+    state: Mutex<State>,
+}
+
+#[derive(Clone)]
+struct Settings {
     threshold: u32,
     back_off: Duration,
     max_back_off: Duration,
     hook: Option<Hook>,
-}
-
-struct Shared {
-    /// Closed with no failures counted: the common case, read without the lock.
-    healthy: AtomicBool,
-    state: Mutex<State>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -120,16 +129,29 @@ impl CircuitBreaker {
     /// A closed breaker with the defaults: opens after [`DEFAULT_FAILURE_THRESHOLD`]
     /// consecutive outages, for [`DEFAULT_BACK_OFF`] doubling up to [`DEFAULT_MAX_BACK_OFF`].
     pub fn new() -> Self {
-        CircuitBreaker {
-            shared: Arc::new(Shared {
-                healthy: AtomicBool::new(true),
-                state: Mutex::new(State::Closed { failures: 0 }),
-            }),
+        Self::with_settings(Settings {
             threshold: DEFAULT_FAILURE_THRESHOLD,
             back_off: DEFAULT_BACK_OFF,
             max_back_off: DEFAULT_MAX_BACK_OFF,
             hook: None,
+        })
+    }
+
+    fn with_settings(settings: Settings) -> Self {
+        CircuitBreaker {
+            shared: Arc::new(Shared {
+                settings,
+                healthy: AtomicBool::new(true),
+                state: Mutex::new(State::Closed { failures: 0 }),
+            }),
         }
+    }
+
+    /// A fresh, closed breaker with the settings `change` makes.
+    fn configured(&self, change: impl FnOnce(&mut Settings)) -> Self {
+        let mut settings = self.shared.settings.clone();
+        change(&mut settings);
+        Self::with_settings(settings)
     }
 
     /// Opens after `failures` consecutive outages.
@@ -137,12 +159,11 @@ impl CircuitBreaker {
     /// # Errors
     ///
     /// Refuses zero.
-    pub fn failure_threshold(mut self, failures: u32) -> Result<Self, ConfigError> {
+    pub fn failure_threshold(self, failures: u32) -> Result<Self, ConfigError> {
         if failures == 0 {
             return Err(ConfigError::new(ConfigErrorKind::FailureThreshold));
         }
-        self.threshold = failures;
-        Ok(self)
+        Ok(self.configured(|s| s.threshold = failures))
     }
 
     /// Stays open for `first` after opening, doubling after each failed probe up to
@@ -150,26 +171,27 @@ impl CircuitBreaker {
     ///
     /// # Errors
     ///
-    /// Refuses a zero `first`, or a `longest` shorter than `first`.
-    pub fn back_off(mut self, first: Duration, longest: Duration) -> Result<Self, ConfigError> {
-        if first.is_zero() || longest < first {
+    /// Refuses a zero `first`, a `longest` shorter than `first`, or one over
+    /// [`MAX_BACK_OFF`].
+    pub fn back_off(self, first: Duration, longest: Duration) -> Result<Self, ConfigError> {
+        if first.is_zero() || longest < first || longest > MAX_BACK_OFF {
             return Err(ConfigError::new(ConfigErrorKind::BackOff));
         }
-        self.back_off = first;
-        self.max_back_off = longest;
-        Ok(self)
+        Ok(self.configured(|s| {
+            s.back_off = first;
+            s.max_back_off = longest;
+        }))
     }
 
     /// Calls `hook` on every state change (to count them, or to log them your own way).
     /// The hook runs under the breaker's lock: keep it short, and never call the breaker
     /// from it.
     #[must_use]
-    pub fn on_transition<F>(mut self, hook: F) -> Self
+    pub fn on_transition<F>(self, hook: F) -> Self
     where
         F: Fn(&Transition) + Send + Sync + 'static,
     {
-        self.hook = Some(Arc::new(hook));
-        self
+        self.configured(|s| s.hook = Some(Arc::new(hook)))
     }
 
     /// The state now.
@@ -242,17 +264,17 @@ impl CircuitBreaker {
         let mut state = self.lock();
         match (*state, probe) {
             (State::HalfOpen { back_off }, true) if abandoned => {
-                // Nothing was learned: let the next call probe at once.
-                self.enter(
-                    &mut state,
-                    State::Open {
-                        until: Instant::now(),
-                        back_off,
-                    },
-                );
+                // Nothing was learned: the next call probes at once. Not a state change
+                // worth reporting (it would read as the breaker opening again).
+                *state = State::Open {
+                    until: Instant::now(),
+                    back_off,
+                };
             }
             (State::HalfOpen { back_off }, true) if outage => {
-                let back_off = (back_off * 2).min(self.max_back_off);
+                let back_off = back_off
+                    .saturating_mul(2)
+                    .min(self.shared.settings.max_back_off);
                 self.open(&mut state, back_off);
             }
             (State::HalfOpen { .. }, true) => {
@@ -260,8 +282,8 @@ impl CircuitBreaker {
             }
             (State::Closed { failures }, false) if outage => {
                 let failures = failures + 1;
-                if failures >= self.threshold {
-                    self.open(&mut state, self.back_off);
+                if failures >= self.shared.settings.threshold {
+                    self.open(&mut state, self.shared.settings.back_off);
                 } else {
                     *state = State::Closed { failures };
                     self.shared.healthy.store(false, Ordering::Release);
@@ -277,7 +299,7 @@ impl CircuitBreaker {
     }
 
     fn open(&self, state: &mut State, back_off: Duration) {
-        let until = Instant::now() + back_off;
+        let until = Instant::now() + back_off.min(MAX_BACK_OFF);
         self.enter(state, State::Open { until, back_off });
     }
 
@@ -301,7 +323,7 @@ impl CircuitBreaker {
             },
         };
         log(&transition);
-        if let Some(hook) = &self.hook {
+        if let Some(hook) = &self.shared.settings.hook {
             hook(&transition);
         }
     }
@@ -319,10 +341,13 @@ impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
             .field("state", &self.state())
-            .field("failure_threshold", &self.threshold)
-            .field("back_off", &self.back_off)
-            .field("max_back_off", &self.max_back_off)
-            .field("on_transition", &self.hook.as_ref().map(|_| "<fn>"))
+            .field("failure_threshold", &self.shared.settings.threshold)
+            .field("back_off", &self.shared.settings.back_off)
+            .field("max_back_off", &self.shared.settings.max_back_off)
+            .field(
+                "on_transition",
+                &self.shared.settings.hook.as_ref().map(|_| "<fn>"),
+            )
             .finish()
     }
 }
@@ -390,10 +415,9 @@ mod tests {
         Err(StoreError::new(StoreErrorKind::Timeout, "slow"))
     }
 
-    fn recording() -> (
-        CircuitBreaker,
-        Arc<StdMutex<Vec<(BreakerState, BreakerState)>>>,
-    ) {
+    type Seen = Arc<StdMutex<Vec<(BreakerState, BreakerState)>>>;
+
+    fn recording() -> (CircuitBreaker, Seen) {
         let seen = Arc::new(StdMutex::new(Vec::new()));
         let log = Arc::clone(&seen);
         let breaker = CircuitBreaker::new()

@@ -29,6 +29,9 @@ pub enum StoreErrorKind {
     /// The store answered, but not with something usable: a malformed record, a reply of an
     /// unexpected shape, a script error. The store is up, so this never opens the breaker.
     BadReply,
+    /// The store is up but has no room (a memory store full of requests in flight). Not an
+    /// outage: it never opens the breaker.
+    Full,
 }
 
 impl StoreErrorKind {
@@ -39,6 +42,7 @@ impl StoreErrorKind {
             StoreErrorKind::Timeout => "timeout",
             StoreErrorKind::CircuitOpen => "circuit_open",
             StoreErrorKind::BadReply => "bad_reply",
+            StoreErrorKind::Full => "full",
         }
     }
 
@@ -167,6 +171,7 @@ mod tests {
         assert!(StoreErrorKind::Timeout.is_outage());
         assert!(!StoreErrorKind::BadReply.is_outage());
         assert!(!StoreErrorKind::CircuitOpen.is_outage());
+        assert!(!StoreErrorKind::Full.is_outage());
     }
 
     #[test]

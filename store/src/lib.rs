@@ -10,7 +10,7 @@ use std::pin::Pin;
 
 pub use breaker::{
     BreakerState, CircuitBreaker, DEFAULT_BACK_OFF, DEFAULT_FAILURE_THRESHOLD,
-    DEFAULT_MAX_BACK_OFF, Transition,
+    DEFAULT_MAX_BACK_OFF, MAX_BACK_OFF, Transition,
 };
 pub use error::{ConfigError, ConfigErrorKind, StoreError, StoreErrorKind};
 

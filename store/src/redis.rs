@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, FromRedisValue, RedisError, Script, ScriptInvocation, ServerErrorKind};
+use redis::{
+    Client, FromRedisValue, IntoConnectionInfo, RedisError, Script, ScriptInvocation,
+    ServerErrorKind,
+};
 
 use crate::StoreFuture;
 use crate::breaker::CircuitBreaker;
@@ -88,9 +91,15 @@ pub struct RedisBackend<C = ConnectionManager> {
 }
 
 impl RedisBackend<ConnectionManager> {
-    /// Connects to `url` (`redis://host:port/db`) with a reconnecting connection manager: it
-    /// connects within four timeouts, and after a connection drops it reconnects in the
-    /// background (retrying within 500 ms), so stores recover without a restart.
+    /// Connects to `url` (`redis://host:port/db`) with a reconnecting connection manager:
+    /// each connection attempt is bounded by four call timeouts (1 s by default, one retry),
+    /// and after a connection drops it reconnects in the background (retrying within
+    /// 500 ms), so stores recover without a restart.
+    ///
+    /// On Linux the socket also gets a TCP user timeout of four call timeouts: a connection
+    /// whose data goes unacknowledged that long (a peer gone without a reset, a network
+    /// partition) is closed by the kernel and replaced, where a call's own deadline only
+    /// abandons the call and the connection would wait for TCP to give up (minutes).
     ///
     /// # Errors
     ///
@@ -98,9 +107,18 @@ impl RedisBackend<ConnectionManager> {
     /// server cannot be reached now (build the [`Client`] yourself and use
     /// [`connect_with`](Self::connect_with) to tell the two apart).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|e| {
-            StoreError::new(StoreErrorKind::Unavailable, "invalid Redis URL").with_source(e)
-        })?;
+        let invalid =
+            |e| StoreError::new(StoreErrorKind::Unavailable, "invalid Redis URL").with_source(e);
+        let info = url.into_connection_info().map_err(invalid)?;
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+        let info = {
+            let tcp = info
+                .tcp_settings()
+                .clone()
+                .set_user_timeout(DEFAULT_TIMEOUT * 4);
+            info.set_tcp_settings(tcp)
+        };
+        let client = Client::open(info).map_err(invalid)?;
         Self::connect_with(client).await
     }
 
@@ -195,10 +213,17 @@ where
         Ok(())
     }
 
-    /// Runs `script` in one round trip (two after a `NOSCRIPT`), its keys and arguments set
-    /// by `build`, within the deadline and through the breaker.
+    /// Runs `script` in one round trip (three after a `NOSCRIPT`: the failed `EVALSHA`,
+    /// `SCRIPT LOAD`, `EVALSHA` again), its keys and arguments set by `build`, within the
+    /// deadline and through the breaker.
     ///
-    /// The future owns what it needs (`'static`), so a store can run it from a drop guard.
+    /// The call runs in a task of its own, to its end, even if the returned future is
+    /// dropped: the breaker counts every outcome. The future owns what it needs (`'static`),
+    /// so a store can run it from a drop guard.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
     pub fn eval<T, B>(&self, script: &Arc<Script>, build: B) -> StoreFuture<T>
     where
         T: FromRedisValue + Send + 'static,
@@ -206,7 +231,18 @@ where
     {
         let call = self.call(script, build);
         let breaker = self.breaker.clone();
-        Box::pin(async move { breaker.run(call).await })
+        // The call runs to its end (its deadline at most) even when its caller goes away, so
+        // the breaker learns how it ended: callers that all give up before the deadline (a
+        // short request timeout, clients hanging up) would otherwise never open it.
+        let task = tokio::spawn(async move { breaker.run(call).await });
+        Box::pin(async move {
+            task.await.unwrap_or_else(|_| {
+                Err(StoreError::new(
+                    StoreErrorKind::BadReply,
+                    "a Redis call panicked",
+                ))
+            })
+        })
     }
 
     /// [`eval`](Self::eval), but tried even while the breaker is open (within the same

@@ -5,7 +5,7 @@
 //! fails with what to install when none answers.
 //!
 //! Every integration test that talks to Redis gets its server and its key prefix from
-//! [`redis`]:
+//! [`redis()`]:
 //!
 //! ```no_run
 //! let redis = guardrail_test_support::redis("claim_is_atomic");

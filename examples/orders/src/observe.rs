@@ -54,7 +54,8 @@ pub const CONNECTIONS_CLOSED: &str = "orders_connections_closed_total";
 
 /// State changes of the Redis circuit breaker.
 pub const BREAKER_TRANSITIONS: &str = "orders_redis_breaker_transitions_total";
-/// Whether the Redis circuit breaker is open (1) or closed (0).
+/// Whether the Redis circuit breaker fails calls fast (1: open, or half-open while one probe
+/// runs) or lets them through (0: closed).
 pub const BREAKER_OPEN: &str = "orders_redis_breaker_open";
 
 /// Every metric with its HELP text, described once when the recorder is installed.
@@ -130,7 +131,11 @@ fn describe() {
     // Registered at zero, so that dashboards see the series before the first event.
     metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
     metrics::gauge!(BREAKER_OPEN).set(0.0);
-    for state in [BreakerState::Open, BreakerState::HalfOpen, BreakerState::Closed] {
+    for state in [
+        BreakerState::Open,
+        BreakerState::HalfOpen,
+        BreakerState::Closed,
+    ] {
         metrics::counter!(BREAKER_TRANSITIONS, "to" => state.as_str()).absolute(0);
     }
 }

@@ -1332,8 +1332,9 @@ fn a_hung_redis_opens_the_breaker_and_the_service_recovers_when_it_thaws() {
     assert_eq!(status_of(&create("before")), 201);
 
     redis.pause();
-    // Each request waits out a store timeout until the breaker opens (five of them), then the
-    // answers come without one; either way they are 503 problems with Retry-After.
+    // Requests wait out store timeouts until the breaker opens (five failed calls, and each
+    // request makes two: its rate-limit decision, then its claim), then the answers come
+    // without one; either way they are 503 problems with Retry-After.
     let deadline = Instant::now() + Duration::from_secs(20);
     // The series starts at zero (registered at start-up), so "not 0" means it opened.
     while service
@@ -1362,6 +1363,16 @@ fn a_hung_redis_opens_the_breaker_and_the_service_recovers_when_it_thaws() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let metrics = service.metrics();
-    assert!(!metrics.contains(r#"orders_redis_breaker_transitions_total{to="closed"} 0"#));
-    assert!(metrics.contains("orders_redis_breaker_open 0"));
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} is not exported:\n{metrics}"))
+    };
+    assert!(value(r#"orders_redis_breaker_transitions_total{to="open"}"#) >= 1.0);
+    assert!(value(r#"orders_redis_breaker_transitions_total{to="closed"}"#) >= 1.0);
+    assert!(
+        value("orders_redis_breaker_open").abs() < f64::EPSILON,
+        "closed again"
+    );
 }

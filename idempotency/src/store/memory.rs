@@ -26,6 +26,9 @@ pub const ENTRY_OVERHEAD: usize = 256;
 /// What one stored header line costs beside its name and value bytes.
 const HEADER_OVERHEAD: usize = size_of::<(HeaderName, HeaderValue)>();
 
+/// The most entries one claim or record evicts to make room for itself: enough for a 1 MiB
+/// record in place of 4096 of the smallest (none is smaller than `ENTRY_OVERHEAD`).
+const MAX_EVICTIONS: usize = 4096 + 64;
 /// How often the background sweep removes expired entries.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Shards, chosen by scope: all of one scope's entries and its share live in one shard, so
@@ -43,7 +46,9 @@ const SHARDS: usize = 16;
 /// - **A share per scope** (default an eighth of the budget): a scope (tenant) over its
 ///   share evicts its own completed records, those closest to expiry first, and never
 ///   another scope's. Only when the whole budget is full are other scopes' records evicted,
-///   from the scope holding the most bytes first.
+///   from the scope holding the most bytes first. An unscoped layer's keys
+///   ([`ScopeId::UNSCOPED`]) may fill the whole budget; they also all live in one of the
+///   store's 16 shards, behind one lock.
 /// - **In-flight claims are never evicted**, since that would run a request twice. A claim
 ///   that finds no room (its scope's share, or the budget, full of claims in flight) fails
 ///   with a store error: the layer answers 503 with `Retry-After`. A response that finds no
@@ -297,7 +302,7 @@ impl MemoryStore {
         }
         if !inner.make_room(&mut shard, key.scope(), ENTRY_OVERHEAD, now) {
             return Err(StoreError::new(
-                StoreErrorKind::Unavailable,
+                StoreErrorKind::Full,
                 "the idempotency store is full of requests in flight",
             ));
         }
@@ -419,13 +424,18 @@ impl Inner {
     /// records), then within the budget (evicting the largest scopes' records). Returns
     /// whether the room was made; on `true` the bytes are counted in the total.
     fn make_room(&self, shard: &mut Shard, scope: ScopeId, bytes: usize, now: Instant) -> bool {
-        if bytes > self.max_scope_bytes {
+        let share = self.share(scope);
+        if bytes > share {
             return false;
         }
-        // Each pass frees an entry, or sweeps once: bounded by the entries held.
+        // Each pass frees an entry or sweeps once, and at most MAX_EVICTIONS pass: under
+        // contention other threads may take what is freed, so a claim gives up rather than
+        // loop.
         let mut swept = false;
-        while scope_bytes(shard, scope) + bytes > self.max_scope_bytes {
-            if self.evict_oldest(shard, scope) {
+        let mut passes = 0;
+        while scope_bytes(shard, scope) + bytes > share {
+            passes += 1;
+            if passes <= MAX_EVICTIONS && self.evict_oldest(shard, scope) {
                 continue;
             }
             if swept || !self.sweep_once(shard, now) {
@@ -434,7 +444,8 @@ impl Inner {
             swept = true;
         }
         while !self.reserve(bytes) {
-            if self.evict_elsewhere(shard) {
+            passes += 1;
+            if passes <= MAX_EVICTIONS && self.evict_elsewhere(shard) {
                 continue;
             }
             if swept || !self.sweep_once(shard, now) {
@@ -443,6 +454,16 @@ impl Inner {
             swept = true;
         }
         true
+    }
+
+    /// What `scope` may hold: its share, or the whole budget for an unscoped layer's keys (a
+    /// layer with one caller has no one to share with).
+    fn share(&self, scope: ScopeId) -> usize {
+        if scope == ScopeId::UNSCOPED {
+            self.max_bytes
+        } else {
+            self.max_scope_bytes
+        }
     }
 
     /// Adds `bytes` to the total if it stays within the budget.
@@ -467,29 +488,32 @@ impl Inner {
     /// Under a full budget: evicts one completed record of the scope holding the most bytes,
     /// in this shard or (without waiting for a busy lock) another.
     fn evict_elsewhere(&self, shard: &mut Shard) -> bool {
-        if let Some(scope) = largest_evictable(shard)
-            && self.evict_oldest(shard, scope)
-        {
-            return true;
-        }
+        let own = largest_evictable(shard);
         let mut best: Option<(usize, &Mutex<Shard>)> = None;
         for other in &self.shards {
             // Our own shard is locked by us: `try_lock` skips it, as it skips a busy one.
             let Ok(guard) = other.try_lock() else {
                 continue;
             };
-            if let Some(scope) = largest_evictable(&guard) {
-                let held = guard.scopes[&scope].bytes;
-                if best.is_none_or(|(most, _)| held > most) {
-                    best = Some((held, other));
-                }
+            if let Some((held, _)) = largest_evictable(&guard)
+                && best.is_none_or(|(most, _)| held > most)
+            {
+                best = Some((held, other));
             }
         }
-        let Some((_, other)) = best else { return false };
-        let Ok(mut guard) = other.try_lock() else {
-            return false;
-        };
-        largest_evictable(&guard).is_some_and(|scope| self.evict_oldest(&mut guard, scope))
+        match (own, best) {
+            (Some((held, scope)), best) if best.is_none_or(|(most, _)| held >= most) => {
+                self.evict_oldest(shard, scope)
+            }
+            (_, Some((_, other))) => {
+                let Ok(mut guard) = other.try_lock() else {
+                    return false;
+                };
+                largest_evictable(&guard)
+                    .is_some_and(|(_, scope)| self.evict_oldest(&mut guard, scope))
+            }
+            _ => false,
+        }
     }
 
     /// Sweeps `shard` if it was not swept in the last second; returns whether it freed bytes.
@@ -523,14 +547,15 @@ fn scope_bytes(shard: &Shard, scope: ScopeId) -> usize {
     shard.scopes.get(&scope).map_or(0, |usage| usage.bytes)
 }
 
-/// The scope of `shard` holding the most bytes among those with a completed record.
-fn largest_evictable(shard: &Shard) -> Option<ScopeId> {
+/// The scope of `shard` holding the most bytes among those with a completed record, with
+/// its bytes.
+fn largest_evictable(shard: &Shard) -> Option<(usize, ScopeId)> {
     shard
         .scopes
         .iter()
         .filter(|(_, usage)| !usage.completed.is_empty())
-        .max_by_key(|(_, usage)| usage.bytes)
-        .map(|(scope, _)| *scope)
+        .map(|(scope, usage)| (usage.bytes, *scope))
+        .max()
 }
 
 fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {

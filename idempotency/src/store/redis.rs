@@ -138,9 +138,7 @@ where
         format!("{}:{}", self.prefix, key.to_hex())
     }
 
-    /// Runs `script` on `key` with `args` and parses the reply. A claim goes through the
-    /// breaker (failing fast during an outage is the point); a fenced write records work
-    /// already done, so it is tried even while the breaker is open.
+    /// Runs `script` on `key` with `args` along `write`'s path and parses the reply.
     fn eval<T, R>(
         &self,
         write: Write,
@@ -161,8 +159,8 @@ where
             }
         };
         let call = match write {
-            Write::Claim => self.backend.eval::<T, _>(script, build),
-            Write::Fenced => self.backend.eval_essential::<T, _>(script, build),
+            Write::Guarded => self.backend.eval::<T, _>(script, build),
+            Write::Record => self.backend.eval_essential::<T, _>(script, build),
         };
         Box::pin(async move { parse(call.await?) })
     }
@@ -171,10 +169,12 @@ where
 /// Which path a script takes through the back end.
 #[derive(Clone, Copy)]
 enum Write {
-    /// Through the breaker.
-    Claim,
-    /// Past it: `complete`, `release` and `renew` record work already done.
-    Fenced,
+    /// Through the breaker: `claim`, `release` and `renew`, whose fast failure loses
+    /// nothing (a key not released, or a lease not renewed, frees itself when the lease ends).
+    Guarded,
+    /// Past it: `complete` records work already done; losing it lets a retry run the handler
+    /// again after the lease, so it is worth the wait of one deadline.
+    Record,
 }
 
 impl<C> IdempotencyStore for RedisStore<C>
@@ -192,7 +192,7 @@ where
         value.extend_from_slice(fingerprint.as_bytes());
         let args = vec![value, millis(lease)];
         self.eval(
-            Write::Claim,
+            Write::Guarded,
             &self.claim_script,
             &key,
             args,
@@ -218,17 +218,29 @@ where
             value,
             millis(ttl),
         ];
-        self.eval(Write::Fenced, &self.fenced_script, &key, args, parse_fenced)
+        self.eval(Write::Record, &self.fenced_script, &key, args, parse_fenced)
     }
 
     fn release(&self, key: StoreKey, token: FencingToken) -> StoreFuture<Fenced> {
         let args = vec![fence(token).to_vec(), b"release".to_vec()];
-        self.eval(Write::Fenced, &self.fenced_script, &key, args, parse_fenced)
+        self.eval(
+            Write::Guarded,
+            &self.fenced_script,
+            &key,
+            args,
+            parse_fenced,
+        )
     }
 
     fn renew(&self, key: StoreKey, token: FencingToken, lease: Duration) -> StoreFuture<Fenced> {
         let args = vec![fence(token).to_vec(), b"renew".to_vec(), millis(lease)];
-        self.eval(Write::Fenced, &self.fenced_script, &key, args, parse_fenced)
+        self.eval(
+            Write::Guarded,
+            &self.fenced_script,
+            &key,
+            args,
+            parse_fenced,
+        )
     }
 }
 
