@@ -6,7 +6,8 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{BoxError, ServiceBuilder, ServiceExt};
-use tower_problem_details::middleware::{ProblemService, ResponseBody, ResponseFuture};
+use tower_problem_details::ResponseBody;
+use tower_problem_details::middleware::{ProblemService, ResponseFuture};
 use tower_problem_details::{
     Problem, ProblemCatalog, ProblemKind, ProblemLayer, REQUEST_ID_MEMBER, RequestId,
 };

@@ -15,12 +15,13 @@ use http::{HeaderName, Response, StatusCode};
 use http_body::Body;
 use pin_project_lite::pin_project;
 
-use super::body::ResponseBody;
 use super::layer::Config;
 use super::request_id::{REQUEST_ID_MEMBER, RequestId};
+use crate::body::ResponseBody;
 use crate::catalog::ProblemKind;
+use crate::rejection::{Protocol, Rejection};
 use crate::problem::Problem;
-use crate::response::{is_problem_content_type, media_type_is, set_problem_headers};
+use crate::response::{is_problem_content_type, media_type_is};
 
 /// Headers about the body, removed when the body is replaced by a problem.
 const STALE_BODY_HEADERS: [HeaderName; 11] = [
@@ -44,6 +45,7 @@ pin_project! {
         state: State<F, B>,
         config: Arc<Config>,
         request_id: RequestId,
+        protocol: Protocol,
     }
 }
 
@@ -58,11 +60,17 @@ pin_project! {
 }
 
 impl<F, B> ResponseFuture<F, B> {
-    pub(crate) fn new(future: F, config: Arc<Config>, request_id: RequestId) -> Self {
+    pub(crate) fn new(
+        future: F,
+        config: Arc<Config>,
+        request_id: RequestId,
+        protocol: Protocol,
+    ) -> Self {
         ResponseFuture {
             state: State::Calling { future },
             config,
             request_id,
+            protocol,
         }
     }
 
@@ -70,12 +78,14 @@ impl<F, B> ResponseFuture<F, B> {
         payload: &(dyn Any + Send),
         config: Arc<Config>,
         request_id: RequestId,
+        protocol: Protocol,
     ) -> Self {
         log_panic(payload, &request_id);
         ResponseFuture {
             state: State::Panicked,
             config,
             request_id,
+            protocol,
         }
     }
 }
@@ -97,6 +107,7 @@ where
         loop {
             let config = &**this.config;
             let id = &*this.request_id;
+            let protocol = *this.protocol;
             let step = match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
                     // A panic while polling leaves the inner future poisoned; it is never
@@ -104,14 +115,14 @@ where
                     match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                         Ok(Poll::Pending) => return Poll::Pending,
                         Ok(Poll::Ready(Err(error))) => Step::Ready(Err(error)),
-                        Ok(Poll::Ready(Ok(response))) => on_response(response, config, id),
+                        Ok(Poll::Ready(Ok(response))) => on_response(response, config, id, protocol),
                         Err(panic) => {
                             log_panic(&*panic, id);
-                            Step::Ready(Ok(internal_error(config, id)))
+                            Step::Ready(Ok(internal_error(config, id, protocol)))
                         }
                     }
                 }
-                StateProj::Panicked => Step::Ready(Ok(internal_error(config, id))),
+                StateProj::Panicked => Step::Ready(Ok(internal_error(config, id, protocol))),
                 StateProj::ReadingDetail { parts, body, buf } => {
                     let text = ready!(read_text(body, buf, config.client_error_detail_limit, cx));
                     let parts = parts.take().expect("polled after completion");
@@ -119,7 +130,13 @@ where
                     if let Some(text) = text {
                         problem = problem.with_detail(text);
                     }
-                    Step::Ready(Ok(problem_response(parts, problem, config, id)))
+                    Step::Ready(Ok(problem_response(
+                        parts,
+                        Rejection::new(problem),
+                        config,
+                        id,
+                        protocol,
+                    )))
                 }
                 StateProj::Done => panic!("`ResponseFuture` polled after completion"),
             };
@@ -141,15 +158,20 @@ fn on_response<F, B: Body, E>(
     response: Response<B>,
     config: &Config,
     id: &RequestId,
+    protocol: Protocol,
 ) -> Step<Output<B, E>, State<F, B>> {
     let status = response.status();
+    #[cfg(feature = "grpc")]
+    if protocol == Protocol::Grpc && status.is_success() {
+        return Step::Ready(Ok(hide_grpc_internals(response, config, id)));
+    }
     let content_type = response.headers().get(CONTENT_TYPE);
     let is_error = status.is_client_error() || status.is_server_error();
     // A problem content type with an empty body is still a bare error.
     let is_problem =
         content_type.is_some_and(is_problem_content_type) && !response.body().is_end_stream();
     if !is_error || is_problem {
-        let mut response = response.map(ResponseBody::inner);
+        let mut response = response.map(ResponseBody::new);
         stamp_request_id(&mut response, config, id);
         return Step::Ready(Ok(response));
     }
@@ -174,9 +196,10 @@ fn on_response<F, B: Body, E>(
     // A 5xx body may hold internals: it is dropped unread.
     Step::Ready(Ok(problem_response(
         parts,
-        Problem::new(status),
+        Rejection::new(Problem::new(status)),
         config,
         id,
+        protocol,
     )))
 }
 
@@ -206,38 +229,99 @@ fn read_text<B: Body<Data = Bytes>>(
     Poll::Ready(text.filter(|t| !t.is_empty()).map(str::to_owned))
 }
 
-fn internal_error<B>(config: &Config, id: &RequestId) -> Response<ResponseBody<B>> {
-    let (parts, ()) = Response::new(()).into_parts();
-    let problem = config.catalog.problem(ProblemKind::Internal);
-    problem_response(parts, problem, config, id)
-}
-
-/// Answers with `problem` in place of the inner body, keeping the other headers.
-fn problem_response<B>(
-    mut parts: Parts,
-    mut problem: Problem,
+fn internal_error<B>(
     config: &Config,
     id: &RequestId,
+    protocol: Protocol,
 ) -> Response<ResponseBody<B>> {
-    parts.status = problem.status();
-    match config.request_id_as_instance.then(|| id.as_urn()).flatten() {
-        Some(instance) => problem = problem.with_instance(instance),
-        None => {
-            problem.insert_extension_unchecked(REQUEST_ID_MEMBER.into(), id.as_str().into());
-        }
-    }
+    let (parts, ()) = Response::new(()).into_parts();
+    let rejection = config.catalog.rejection(ProblemKind::Internal);
+    problem_response(parts, rejection, config, id, protocol)
+}
+
+fn problem_response<B>(
+    mut parts: Parts,
+    mut rejection: Rejection,
+    config: &Config,
+    id: &RequestId,
+    protocol: Protocol,
+) -> Response<ResponseBody<B>> {
+    stamp_rejection(&mut rejection, config, id);
+    let problem = rejection.problem().clone();
     // Headers that describe the replaced body would now describe the wrong one. (A 416
     // keeps `Content-Range: bytes */len`, which describes the resource, not the body.)
     for name in STALE_BODY_HEADERS {
         parts.headers.remove(name);
     }
-    if parts.status != StatusCode::RANGE_NOT_SATISFIABLE {
+    if problem.status() != StatusCode::RANGE_NOT_SATISFIABLE {
         parts.headers.remove(CONTENT_RANGE);
     }
-    set_problem_headers(&mut parts.headers);
-    let json = problem.to_json_bytes();
+    let (rendered, body) = config.responder.respond(rejection, protocol).into_parts();
+    parts.status = rendered.status;
+    overlay(&mut parts.headers, &rendered.headers);
     parts.extensions.insert(problem);
-    let mut response = Response::from_parts(parts, ResponseBody::problem(json));
+    let mut response = Response::from_parts(parts, ResponseBody::full(body));
+    stamp_request_id(&mut response, config, id);
+    response
+}
+
+/// Identifies the request in the problem: as its `instance`, or in a member.
+fn stamp_rejection(rejection: &mut Rejection, config: &Config, id: &RequestId) {
+    let problem = rejection.problem_mut();
+    match config.request_id_as_instance.then(|| id.as_urn()).flatten() {
+        Some(instance) => *problem = problem.clone().with_instance(instance),
+        None => {
+            problem.insert_extension_unchecked(REQUEST_ID_MEMBER.into(), id.as_str().into());
+        }
+    }
+}
+
+/// Sets every field of `from` in `to`, replacing the values `to` had, in place.
+fn overlay(to: &mut http::HeaderMap, from: &http::HeaderMap) {
+    for name in from.keys() {
+        let mut values = from.get_all(name).iter();
+        if let Some(first) = values.next() {
+            to.insert(name.clone(), first.clone());
+        }
+        for value in values {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// A gRPC answer whose status says the server failed (`UNKNOWN`, `INTERNAL`, `DATA_LOSS`) in
+/// its header block (a Trailers-Only answer: a handler's error, or tonic's own) gets the
+/// catalog's `internal` status instead, so its message and details, which may hold internals,
+/// never reach the client.
+#[cfg(feature = "grpc")]
+fn hide_grpc_internals<B>(
+    response: Response<B>,
+    config: &Config,
+    id: &RequestId,
+) -> Response<ResponseBody<B>> {
+    use crate::grpc::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS};
+
+    let failed = response
+        .headers()
+        .get(GRPC_STATUS)
+        .is_some_and(|code| matches!(code.as_bytes(), b"2" | b"13" | b"15"));
+    let mut response = response.map(ResponseBody::new);
+    if failed {
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            request_id = %id,
+            grpc_status = ?response.headers().get(GRPC_STATUS),
+            grpc_message = ?response.headers().get(GRPC_MESSAGE),
+            "gRPC server error replaced by the internal status; its message was dropped"
+        );
+        let mut rejection = config.catalog.rejection(ProblemKind::Internal);
+        stamp_rejection(&mut rejection, config, id);
+        let rendered = config.responder.respond(rejection, Protocol::Grpc);
+        let headers = response.headers_mut();
+        headers.remove(GRPC_MESSAGE);
+        headers.remove(GRPC_STATUS_DETAILS);
+        overlay(headers, rendered.headers());
+    }
     stamp_request_id(&mut response, config, id);
     response
 }

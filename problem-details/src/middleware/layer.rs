@@ -5,6 +5,7 @@ use tower_layer::Layer;
 
 use super::service::ProblemService;
 use crate::catalog::ProblemCatalog;
+use crate::responder::Responder;
 
 /// Turns bare error responses and panics of the inner service into problems, and gives every
 /// request an id. See the [module docs](crate::middleware) for what it does exactly.
@@ -28,6 +29,7 @@ pub struct ProblemLayer {
 #[derive(Clone, Debug)]
 pub(crate) struct Config {
     pub(crate) catalog: ProblemCatalog,
+    pub(crate) responder: Responder,
     pub(crate) request_id_header: HeaderName,
     pub(crate) request_id_as_instance: bool,
     pub(crate) client_error_detail_limit: usize,
@@ -37,6 +39,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             catalog: ProblemCatalog::default(),
+            responder: Responder::default(),
             request_id_header: HeaderName::from_static("x-request-id"),
             request_id_as_instance: false,
             client_error_detail_limit: 1024,
@@ -56,6 +59,15 @@ impl ProblemLayer {
     #[must_use]
     pub fn catalog(mut self, catalog: ProblemCatalog) -> Self {
         Arc::make_mut(&mut self.config).catalog = catalog;
+        self
+    }
+
+    /// The responder that renders the problems the layer makes (the default renders
+    /// `application/problem+json`, and Trailers-Only answers for gRPC requests with the
+    /// `grpc` feature).
+    #[must_use]
+    pub fn responder(mut self, responder: Responder) -> Self {
+        Arc::make_mut(&mut self.config).responder = responder;
         self
     }
 

@@ -17,13 +17,11 @@
 //! Responses that already are problems pass through untouched, so guardrails' own problems
 //! (with their catalog types and extra members) reach the client as written.
 
-mod body;
 mod future;
 mod layer;
 mod request_id;
 mod service;
 
-pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::layer::ProblemLayer;
 pub use self::request_id::{REQUEST_ID_MEMBER, RequestId};

@@ -7,10 +7,11 @@ use http::{Request, Response};
 use http_body::Body;
 use tower_service::Service;
 
-use super::body::ResponseBody;
 use super::future::ResponseFuture;
 use super::layer::Config;
 use super::request_id::RequestId;
+use crate::body::ResponseBody;
+use crate::rejection::Protocol;
 
 /// The service made by [`ProblemLayer`](super::ProblemLayer).
 ///
@@ -62,13 +63,14 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let request_id = RequestId::ensure(&mut request, &self.config.request_id_header);
+        let protocol = Protocol::of(request.headers());
         let config = Arc::clone(&self.config);
         let inner = &mut self.inner;
         // The inner service is not used again by this call after a panic, so observing it
         // in a broken state is not a concern here.
         match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
-            Ok(future) => ResponseFuture::new(future, config, request_id),
-            Err(panic) => ResponseFuture::panicked(&*panic, config, request_id),
+            Ok(future) => ResponseFuture::new(future, config, request_id, protocol),
+            Err(panic) => ResponseFuture::panicked(&*panic, config, request_id, protocol),
         }
     }
 }
