@@ -113,7 +113,10 @@ mod tests {
     async fn a_full_body_yields_its_data_then_its_trailers() {
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", "0".parse().expect("a value"));
-        let body = ResponseBody::<Empty<Bytes>>::with_trailers(Bytes::from_static(b"x"), Some(trailers.clone()));
+        let body = ResponseBody::<Empty<Bytes>>::with_trailers(
+            Bytes::from_static(b"x"),
+            Some(trailers.clone()),
+        );
         assert_eq!(body.size_hint().exact(), Some(1));
         let collected = body.collect().await.expect("infallible");
         assert_eq!(collected.trailers(), Some(&trailers));

@@ -85,7 +85,7 @@ pub struct QuotaViolation {
 pub struct Rejection {
     problem: Problem,
     kind: Option<ProblemKind>,
-    headers: HeaderMap,
+    pub(crate) headers: HeaderMap,
     retry_after: Option<Duration>,
     violations: Vec<QuotaViolation>,
 }
@@ -212,10 +212,6 @@ impl Rejection {
             }
         }
     }
-
-    pub(crate) fn into_parts(self) -> (Problem, Option<ProblemKind>, HeaderMap, Option<Duration>, Vec<QuotaViolation>) {
-        (self.problem, self.kind, self.headers, self.retry_after, self.violations)
-    }
 }
 
 /// Appends every line of `from` to `to`, keeping repeated lines.
@@ -235,6 +231,15 @@ impl ProblemCatalog {
     /// A rejection of `kind`: [`Rejection::of_kind`] with this catalog.
     pub fn rejection(&self, kind: ProblemKind) -> Rejection {
         Rejection::of_kind(self, kind)
+    }
+
+    /// A rejection with `problem`, of the kind its type URI names in this catalog (if any),
+    /// for problems that users configure.
+    pub fn rejection_of(&self, problem: Problem) -> Rejection {
+        Rejection {
+            kind: self.kind_of(&problem),
+            ..Rejection::new(problem)
+        }
     }
 }
 
@@ -262,10 +267,20 @@ mod tests {
         let rejection = ProblemCatalog::default()
             .rejection(ProblemKind::ApiVersionSunset)
             .with_retry_after(Duration::from_secs(30))
-            .with_header(HeaderName::from_static("x-a"), HeaderValue::from_static("1"))
-            .with_header(HeaderName::from_static("x-a"), HeaderValue::from_static("2"));
+            .with_header(
+                HeaderName::from_static("x-a"),
+                HeaderValue::from_static("1"),
+            )
+            .with_header(
+                HeaderName::from_static("x-a"),
+                HeaderValue::from_static("2"),
+            );
         let response = rejection.into_http_response();
-        let names: Vec<_> = response.headers().iter().map(|(n, v)| (n.as_str(), v.to_str().unwrap_or(""))).collect();
+        let names: Vec<_> = response
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap_or("")))
+            .collect();
         assert_eq!(
             names,
             [
@@ -282,7 +297,12 @@ mod tests {
     #[test]
     fn codes_come_from_the_kind_or_else_the_status() {
         let catalog = ProblemCatalog::default();
-        assert_eq!(catalog.rejection(ProblemKind::IdempotencyKeyInUse).grpc_code(), GrpcCode::Aborted);
+        assert_eq!(
+            catalog
+                .rejection(ProblemKind::IdempotencyKeyInUse)
+                .grpc_code(),
+            GrpcCode::Aborted
+        );
         let bare = Rejection::new(Problem::new(http::StatusCode::BAD_REQUEST));
         assert_eq!(bare.grpc_code(), GrpcCode::InvalidArgument);
     }

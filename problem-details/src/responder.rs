@@ -72,7 +72,11 @@ impl Responder {
     }
 
     /// [`respond`](Self::respond), with the body a layer answers with.
-    pub fn respond_with<B>(&self, rejection: Rejection, protocol: Protocol) -> Response<ResponseBody<B>> {
+    pub fn respond_with<B>(
+        &self,
+        rejection: Rejection,
+        protocol: Protocol,
+    ) -> Response<ResponseBody<B>> {
         self.respond(rejection, protocol).map(ResponseBody::full)
     }
 }

@@ -8,7 +8,9 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body;
 use pin_project_lite::pin_project;
+use tower_problem_details::{Protocol, ResponseBody};
 use tower_service::Service;
 
 use crate::decision::Decisions;
@@ -16,7 +18,7 @@ use crate::headers::stamp;
 use crate::key::RateLimitKey;
 use crate::layer::{Config, State};
 use crate::metrics::{DecisionEvent, Outcome};
-use crate::rejection;
+use crate::rejection::{self, RateLimitRejection};
 use crate::store::RateLimitStore;
 
 pin_project! {
@@ -28,10 +30,11 @@ pin_project! {
         St: RateLimitStore,
     {
         #[pin]
-        step: Step<S::Future, St::Future, S::Response>,
+        step: Step<S::Future, St::Future, Response<Bytes>>,
         pending: Option<Pending<S, ReqBody>>,
         context: Option<(Arc<Config>, Arc<State<St>>)>,
         decisions: Option<Decisions>,
+        protocol: Protocol,
     }
 }
 
@@ -61,6 +64,7 @@ where
         inner: S,
         request: Request<ReqBody>,
         key: RateLimitKey,
+        protocol: Protocol,
         config: Arc<Config>,
         state: Arc<State<St>>,
     ) -> Self {
@@ -73,10 +77,11 @@ where
             }),
             context: Some((config, state)),
             decisions: None,
+            protocol,
         }
     }
 
-    pub(crate) fn rejected(response: S::Response) -> Self {
+    pub(crate) fn rejected(response: Response<Bytes>) -> Self {
         ResponseFuture {
             step: Step::Answered {
                 response: Some(response),
@@ -84,6 +89,7 @@ where
             pending: None,
             context: None,
             decisions: None,
+            protocol: Protocol::Http,
         }
     }
 }
@@ -92,9 +98,9 @@ impl<S, St, ReqBody, ResBody> Future for ResponseFuture<S, St, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     St: RateLimitStore,
-    ResBody: From<Bytes>,
+    ResBody: Body<Data = Bytes>,
 {
-    type Output = Result<Response<ResBody>, S::Error>;
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -131,14 +137,16 @@ where
                         }
                         Ok(decisions) => {
                             report(Outcome::Rejected(&decisions));
-                            let mut response = rejection::quota_exceeded::<ResBody>(
+                            let (rejection, reason) = rejection::quota_exceeded(
                                 &config.catalog,
                                 &config.policies,
                                 &decisions,
                             );
+                            let mut response = config.responder.respond(rejection, *this.protocol);
+                            response.extensions_mut().insert(reason);
                             finish(&mut response, config, decisions);
                             this.step.set(Step::Answered { response: None });
-                            return Poll::Ready(Ok(response));
+                            return Poll::Ready(Ok(response.map(ResponseBody::full)));
                         }
                         Err(error) => {
                             // An open breaker logs once when it opens, not per request.
@@ -155,10 +163,15 @@ where
                                 rejected: config.fail_closed,
                             });
                             if config.fail_closed {
-                                let response =
+                                let rejection =
                                     rejection::store_unavailable(&config.catalog, &error);
+                                let mut response =
+                                    config.responder.respond(rejection, *this.protocol);
+                                response
+                                    .extensions_mut()
+                                    .insert(RateLimitRejection::StoreUnavailable);
                                 this.step.set(Step::Answered { response: None });
-                                return Poll::Ready(Ok(response));
+                                return Poll::Ready(Ok(response.map(ResponseBody::full)));
                             }
                             let future = inner.call(request);
                             this.step.set(Step::Calling { future });
@@ -169,7 +182,7 @@ where
                     let result = ready!(future.poll(cx));
                     // Answered with nothing left: a further poll hits the `expect` below.
                     this.step.set(Step::Answered { response: None });
-                    let mut response = result?;
+                    let mut response = result?.map(ResponseBody::new);
                     if let (Some(decisions), Some((config, _))) =
                         (this.decisions.take(), this.context.as_ref())
                     {
@@ -178,7 +191,8 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 StepProj::Answered { response } => {
-                    return Poll::Ready(Ok(response.take().expect("polled after completion")));
+                    let response = response.take().expect("polled after completion");
+                    return Poll::Ready(Ok(response.map(ResponseBody::full)));
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::{HeaderValue, StatusCode};
 use tower_layer::Layer;
-use tower_problem_details::{Problem, ProblemCatalog, ProblemKind};
+use tower_problem_details::{Problem, ProblemCatalog, ProblemKind, Responder};
 
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::headers::policy_header;
@@ -50,6 +50,7 @@ pub(crate) struct Config {
     pub(crate) legacy_headers: bool,
     pub(crate) catalog: ProblemCatalog,
     pub(crate) missing_key: Problem,
+    pub(crate) responder: Responder,
     pub(crate) hook: Option<Hook>,
 }
 
@@ -101,6 +102,7 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
                 legacy_headers: false,
                 catalog,
                 missing_key,
+                responder: Responder::default(),
                 hook: None,
             },
             state: Arc::new(State {
@@ -151,6 +153,16 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
     pub fn catalog(mut self, catalog: ProblemCatalog) -> Self {
         self.config.missing_key = default_missing_key(&catalog, &self.config.key);
         self.config.catalog = catalog;
+        self
+    }
+
+    /// The responder that renders the layer's rejections (by default `application/problem+json`,
+    /// and Trailers-Only gRPC answers with `tower-problem-details`' `grpc` feature). The typed
+    /// [`RateLimitRejection`](crate::RateLimitRejection) is put into the response extensions
+    /// whatever the responder does.
+    #[must_use]
+    pub fn responder(mut self, responder: Responder) -> Self {
+        self.config.responder = responder;
         self
     }
 
@@ -239,6 +251,7 @@ impl fmt::Debug for Config {
             .field("shadow", &self.shadow)
             .field("legacy_headers", &self.legacy_headers)
             .field("catalog", &self.catalog)
+            .field("responder", &self.responder)
             .field("hook", &HookDebug(&self.hook))
             .finish_non_exhaustive()
     }

@@ -1,12 +1,9 @@
-//! The responses the layer answers itself, and the typed reasons it records.
+//! The rejections the layer answers itself, and the typed reasons it records.
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use guardrail_store::StoreError;
-use http::header::RETRY_AFTER;
-use http::{HeaderValue, Response};
-use tower_problem_details::{Problem, ProblemCatalog, ProblemKind, retry_after_seconds};
+use tower_problem_details::{Problem, ProblemCatalog, ProblemKind, Rejection, retry_after_seconds};
 
 use crate::decision::Decisions;
 use crate::policy::Policy;
@@ -29,11 +26,12 @@ pub enum RateLimitRejection {
     MissingKey,
 }
 
-pub(crate) fn quota_exceeded<B: From<Bytes>>(
+/// The 429 `quota-exceeded` rejection, with the typed reason.
+pub(crate) fn quota_exceeded(
     catalog: &ProblemCatalog,
     policies: &[Policy],
     decisions: &Decisions,
-) -> Response<B> {
+) -> (Rejection, RateLimitRejection) {
     let violated: Vec<String> = policies
         .iter()
         .zip(decisions)
@@ -45,63 +43,51 @@ pub(crate) fn quota_exceeded<B: From<Bytes>>(
     let never = decisions
         .iter()
         .any(|decision| !decision.allowed() && decision.retry_after().is_none());
-    let retry = if never {
-        None
-    } else {
-        decisions.retry_after().map(retry_after_seconds)
-    };
-    let detail = match retry {
-        Some(seconds) => format!(
-            "The quota of {} is used up; retry in {seconds} s.",
-            violated.join(", ")
+    let wait = if never { None } else { decisions.retry_after() };
+    let detail = match wait {
+        Some(wait) => format!(
+            "The quota of {} is used up; retry in {} s.",
+            violated.join(", "),
+            retry_after_seconds(wait)
         ),
         None => format!(
             "This request costs more than the capacity of {}; it can never be admitted.",
             violated.join(", ")
         ),
     };
-    let mut problem = catalog
-        .problem(ProblemKind::QuotaExceeded)
+    let mut rejection = catalog
+        .rejection(ProblemKind::QuotaExceeded)
         .with_detail(detail);
-    // Not a standard member name, so inserting it cannot fail.
-    let _ = problem.insert_extension(VIOLATED_POLICIES_MEMBER, violated.clone());
-    let mut response = problem.into_response::<B>();
-    if let Some(seconds) = retry {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    for name in &violated {
+        let description = if never {
+            "the request costs more than the quota's capacity"
+        } else {
+            "the quota is used up"
+        };
+        rejection = rejection.with_quota_violation(name.clone(), description);
     }
-    response
-        .extensions_mut()
-        .insert(RateLimitRejection::QuotaExceeded {
-            violated_policies: violated,
-        });
-    response
+    if let Some(wait) = wait {
+        rejection = rejection.with_retry_after(wait);
+    }
+    // Not a standard member name, so inserting it cannot fail.
+    let _ = rejection
+        .problem_mut()
+        .insert_extension(VIOLATED_POLICIES_MEMBER, violated.clone());
+    let reason = RateLimitRejection::QuotaExceeded {
+        violated_policies: violated,
+    };
+    (rejection, reason)
 }
 
-/// The fail-closed answer; `error` may know when the store is next tried (an open breaker).
-pub(crate) fn store_unavailable<B: From<Bytes>>(
-    catalog: &ProblemCatalog,
-    error: &StoreError,
-) -> Response<B> {
-    let mut response = catalog
-        .problem(ProblemKind::RateLimitStoreUnavailable)
+/// The fail-closed rejection; `error` may know when the store is next tried (an open breaker).
+pub(crate) fn store_unavailable(catalog: &ProblemCatalog, error: &StoreError) -> Rejection {
+    catalog
+        .rejection(ProblemKind::RateLimitStoreUnavailable)
         .with_detail("The rate-limit store cannot be reached; the request was not processed.")
-        .into_response::<B>();
-    let wait = error.retry_after().unwrap_or(Duration::from_secs(1));
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
-    response
-        .extensions_mut()
-        .insert(RateLimitRejection::StoreUnavailable);
-    response
+        .with_retry_after(error.retry_after().unwrap_or(Duration::from_secs(1)))
 }
 
-pub(crate) fn missing_key<B: From<Bytes>>(problem: &Problem) -> Response<B> {
-    let mut response = problem.clone().into_response::<B>();
-    response
-        .extensions_mut()
-        .insert(RateLimitRejection::MissingKey);
-    response
+/// The rejection of a request without a key.
+pub(crate) fn missing_key(catalog: &ProblemCatalog, problem: &Problem) -> Rejection {
+    catalog.rejection_of(problem.clone())
 }

@@ -6,12 +6,14 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body::Body;
+use tower_problem_details::{Protocol, ResponseBody};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::layer::{Config, State};
 use crate::metrics::{DecisionEvent, Outcome};
-use crate::rejection;
+use crate::rejection::{self, RateLimitRejection};
 use crate::store::RateLimitStore;
 
 /// The service made by [`RateLimitLayer`](crate::RateLimitLayer).
@@ -50,9 +52,9 @@ impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, St>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     St: RateLimitStore,
-    ResBody: From<Bytes>,
+    ResBody: Body<Data = Bytes>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S, St, ReqBody>;
 
@@ -62,6 +64,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, body) = request.into_parts();
+        let protocol = Protocol::of(&parts.headers);
         let Some(key) = self.config.key.extract(&parts) else {
             self.config.report(
                 &self.state.counters,
@@ -71,7 +74,12 @@ where
                     outcome: Outcome::MissingKey,
                 },
             );
-            return ResponseFuture::rejected(rejection::missing_key(&self.config.missing_key));
+            let rejection = rejection::missing_key(&self.config.catalog, &self.config.missing_key);
+            let mut response = self.config.responder.respond(rejection, protocol);
+            response
+                .extensions_mut()
+                .insert(RateLimitRejection::MissingKey);
+            return ResponseFuture::rejected(response);
         };
         let cost = self.config.cost.as_ref().map_or(1, |cost| cost(&parts));
         let decision = self.state.store.check(&self.state.prepared, &key, cost);
@@ -85,6 +93,7 @@ where
             inner,
             Request::from_parts(parts, body),
             key,
+            protocol,
             Arc::clone(&self.config),
             Arc::clone(&self.state),
         )

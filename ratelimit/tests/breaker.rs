@@ -54,7 +54,11 @@ fn layer(redis: &FakeRedis) -> (RateLimitLayer<RedisStore<FakeRedis>>, Seen) {
 
 fn service(
     layer: RateLimitLayer<RedisStore<FakeRedis>>,
-) -> impl Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone {
+) -> impl Service<
+    Request<Body>,
+    Response = Response<tower_problem_details::ResponseBody<Body>>,
+    Error = BoxError,
+> + Clone {
     ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(|_: Request<Body>| async {

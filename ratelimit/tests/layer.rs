@@ -43,7 +43,7 @@ fn request(key: &str) -> Request<Body> {
         .unwrap()
 }
 
-async fn json(response: Response<Body>) -> Value {
+async fn json<B: http_body::Body<Error: std::fmt::Debug>>(response: Response<B>) -> Value {
     serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap()
 }
 
@@ -467,5 +467,56 @@ async fn concurrent_callers_on_many_threads_never_exceed_the_capacity() {
     assert_eq!(
         admitted, 100,
         "400 concurrent attempts on a capacity of 100"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_responder_shapes_every_rejection_and_the_typed_reason_stays() {
+    // A service that must answer plain text, for clients that cannot read JSON.
+    let responder = tower_problem_details::Responder::new(|rejection, _protocol| {
+        let text = format!("{}\n", rejection.problem().detail().unwrap_or("refused"));
+        let mut response = Response::new(Bytes::from(text));
+        *response.status_mut() = rejection.problem().status();
+        if let Some(wait) = rejection.retry_after() {
+            response.headers_mut().insert(
+                "retry-after",
+                tower_problem_details::retry_after_seconds(wait).into(),
+            );
+        }
+        response
+    });
+    let layer = RateLimitLayer::new(MemoryStore::new(), [burst(1)], api_key())
+        .unwrap()
+        .responder(responder);
+    let service = ServiceBuilder::new().layer(layer).service(ok_service());
+    assert_eq!(
+        service
+            .clone()
+            .oneshot(request("a"))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    let refused = service.clone().oneshot(request("a")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert!(refused.headers().get("content-type").is_none());
+    // The layer's own headers and typed reason do not depend on the responder.
+    assert_eq!(refused.headers()["ratelimit"], r#""burst";r=0;t=1"#);
+    assert!(matches!(
+        refused.extensions().get::<RateLimitRejection>(),
+        Some(RateLimitRejection::QuotaExceeded { .. })
+    ));
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "The quota of burst is used up; retry in 1 s.\n");
+
+    let no_key = Request::get("/").body(Body::default()).unwrap();
+    let refused = service.oneshot(no_key).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused.extensions().get::<RateLimitRejection>(),
+        Some(&RateLimitRejection::MissingKey)
     );
 }

@@ -22,7 +22,11 @@ type Body = Full<Bytes>;
 
 fn service(
     layer: RateLimitLayer<RedisStore>,
-) -> impl Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone {
+) -> impl Service<
+    Request<Body>,
+    Response = Response<tower_problem_details::ResponseBody<Body>>,
+    Error = BoxError,
+> + Clone {
     ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(|_: Request<Body>| async {

@@ -27,6 +27,8 @@
 //! Tests in one binary run in parallel against the same server, so every test uses its own key
 //! prefix ([`TestRedis::prefix`]), unique across tests, runs and processes.
 
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis_fake;

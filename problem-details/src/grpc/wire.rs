@@ -117,7 +117,13 @@ impl Rejection {
         };
         words
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
             .collect()
     }
 
@@ -202,7 +208,7 @@ impl Rejection {
         let message = utf8_percent_encode(self.grpc_message(), MESSAGE_ESCAPES).to_string();
         let code = self.grpc_code();
         let pushback = self.retry_after().map(pushback_ms);
-        let (_, _, extra, _, _) = self.into_parts();
+        let extra = self.headers;
 
         let mut response = Response::new(Bytes::new());
         let headers = response.headers_mut();

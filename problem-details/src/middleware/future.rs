@@ -19,8 +19,8 @@ use super::layer::Config;
 use super::request_id::{REQUEST_ID_MEMBER, RequestId};
 use crate::body::ResponseBody;
 use crate::catalog::ProblemKind;
-use crate::rejection::{Protocol, Rejection};
 use crate::problem::Problem;
+use crate::rejection::{Protocol, Rejection};
 use crate::response::{is_problem_content_type, media_type_is};
 
 /// Headers about the body, removed when the body is replaced by a problem.
@@ -115,7 +115,9 @@ where
                     match catch_unwind(AssertUnwindSafe(|| future.poll(cx))) {
                         Ok(Poll::Pending) => return Poll::Pending,
                         Ok(Poll::Ready(Err(error))) => Step::Ready(Err(error)),
-                        Ok(Poll::Ready(Ok(response))) => on_response(response, config, id, protocol),
+                        Ok(Poll::Ready(Ok(response))) => {
+                            on_response(response, config, id, protocol)
+                        }
                         Err(panic) => {
                             log_panic(&*panic, id);
                             Step::Ready(Ok(internal_error(config, id, protocol)))
