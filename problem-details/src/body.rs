@@ -53,6 +53,13 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body (for layers such as tower-http's CORS that answer with `Default` bodies).
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        Self::full(Bytes::new())
+    }
+}
+
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,

@@ -1,15 +1,16 @@
 //! The validated configuration of a layer, with its header values rendered once.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use http::header::{ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, LINK};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tower_problem_details::{Problem, ProblemCatalog, ProblemKind};
+use tower_problem_details::{ProblemCatalog, ProblemKind, Rejection, Responder};
 
 use crate::date;
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::link::Link;
-use crate::phase::{Clock, Phase, seconds_until};
+use crate::phase::{Clock, Phase};
+use crate::rejection::SunsetRejection;
 
 /// The `Deprecation` header (RFC 9745).
 pub const DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
@@ -33,6 +34,7 @@ pub(crate) struct Config {
     brownouts: Vec<(SystemTime, SystemTime)>,
     pub(crate) gone_after_sunset: bool,
     catalog: ProblemCatalog,
+    pub(crate) responder: Responder,
     clock: Clock,
     rendered: Rendered,
 }
@@ -58,6 +60,7 @@ impl Config {
             brownouts: Vec::new(),
             gone_after_sunset: false,
             catalog: ProblemCatalog::default(),
+            responder: Responder::default(),
             clock: Clock::start(),
             // Placeholders: `render` below is the one place header values are made.
             rendered: Rendered {
@@ -208,13 +211,21 @@ impl Config {
         }
     }
 
-    /// The problem (and `Retry-After`, in a brownout) for a request refused in `phase`, or
+    /// The rejection (with a retry delay, in a brownout) for a request refused in `phase`, or
     /// `None` when the request is to be served.
-    pub(crate) fn rejection(&self, phase: Phase, now: SystemTime) -> Option<Rejection> {
-        let (detail, retry_after) = match phase {
+    pub(crate) fn rejection(
+        &self,
+        phase: Phase,
+        now: SystemTime,
+    ) -> Option<(Rejection, SunsetRejection)> {
+        let (detail, retry_after, reason) = match phase {
             Phase::Retired if self.gone_after_sunset => {
                 let when = self.rendered.sunset.as_ref()?.to_str().ok()?.to_owned();
-                (format!("This API version was retired on {when}."), None)
+                (
+                    format!("This API version was retired on {when}."),
+                    None,
+                    SunsetRejection::Retired,
+                )
             }
             Phase::Brownout => {
                 let end = self.brownout_at(now)?;
@@ -231,28 +242,28 @@ impl Config {
                 // nothing to come back to.
                 let comes_back = !(self.gone_after_sunset
                     && self.sunset.is_some_and(|(sunset, _)| end >= sunset));
-                (detail, comes_back.then(|| seconds_until(now, end)))
+                let wait = end.duration_since(now).unwrap_or(Duration::ZERO);
+                (
+                    detail,
+                    comes_back.then_some(wait),
+                    SunsetRejection::Brownout,
+                )
             }
             _ => return None,
         };
-        let mut problem = self
+        let mut rejection = self
             .catalog
-            .problem(ProblemKind::ApiVersionSunset)
+            .rejection(ProblemKind::ApiVersionSunset)
             .with_detail(detail);
+        if let Some(wait) = retry_after {
+            rejection = rejection.with_retry_after(wait);
+        }
         if let Some(successor) = &self.successor_version {
             // The member name is not a standard one, so this cannot fail.
-            let _ = problem.insert_extension(SUCCESSOR_VERSION_MEMBER, successor.href().as_str());
+            let _ = rejection
+                .problem_mut()
+                .insert_extension(SUCCESSOR_VERSION_MEMBER, successor.href().as_str());
         }
-        Some(Rejection {
-            problem,
-            retry_after: retry_after.map(HeaderValue::from),
-        })
+        Some((rejection, reason))
     }
-}
-
-/// A 410 to send instead of calling the inner service.
-#[derive(Debug)]
-pub(crate) struct Rejection {
-    pub(crate) problem: Problem,
-    pub(crate) retry_after: Option<HeaderValue>,
 }

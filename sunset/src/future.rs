@@ -5,11 +5,13 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::Response;
-use http::header::RETRY_AFTER;
+use http_body::Body;
 use pin_project_lite::pin_project;
+use tower_problem_details::{Protocol, Rejection, ResponseBody};
 
-use crate::config::{Config, Rejection};
+use crate::config::Config;
 use crate::phase::Phase;
+use crate::rejection::SunsetRejection;
 
 pin_project! {
     /// The response future of [`Sunset`](crate::Sunset).
@@ -26,7 +28,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F> {
         Inner { #[pin] future: F },
-        Rejected { rejection: Option<Rejection> },
+        Rejected { rejection: Option<(Rejection, SunsetRejection)>, protocol: Protocol },
     }
 }
 
@@ -41,7 +43,8 @@ impl<F> ResponseFuture<F> {
     }
 
     pub(crate) fn rejected(
-        rejection: Rejection,
+        rejection: (Rejection, SunsetRejection),
+        protocol: Protocol,
         config: Arc<Config>,
         phase: Phase,
         cross_origin: bool,
@@ -49,6 +52,7 @@ impl<F> ResponseFuture<F> {
         ResponseFuture {
             kind: Kind::Rejected {
                 rejection: Some(rejection),
+                protocol,
             },
             config,
             phase,
@@ -60,23 +64,21 @@ impl<F> ResponseFuture<F> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
-    B: From<Bytes>,
+    B: Body<Data = Bytes>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = match this.kind.project() {
-            KindProj::Inner { future } => ready!(future.poll(cx))?,
-            KindProj::Rejected { rejection } => {
-                let Rejection {
-                    problem,
-                    retry_after,
-                } = rejection.take().expect("polled after completion");
-                let mut response = problem.into_response::<B>();
-                if let Some(seconds) = retry_after {
-                    response.headers_mut().insert(RETRY_AFTER, seconds);
-                }
+            KindProj::Inner { future } => ready!(future.poll(cx))?.map(ResponseBody::new),
+            KindProj::Rejected {
+                rejection,
+                protocol,
+            } => {
+                let (rejection, reason) = rejection.take().expect("polled after completion");
+                let mut response = this.config.responder.respond_with(rejection, *protocol);
+                response.extensions_mut().insert(reason);
                 response
             }
         };

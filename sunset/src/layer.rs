@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tower_layer::Layer;
-use tower_problem_details::ProblemCatalog;
+use tower_problem_details::{ProblemCatalog, Responder};
 
 use crate::config::Config;
 use crate::error::ConfigError;
@@ -96,6 +96,16 @@ impl<H> SunsetLayer<H> {
     pub fn brownout(mut self, start: SystemTime, end: SystemTime) -> Result<Self, ConfigError> {
         Arc::make_mut(&mut self.config).add_brownout(start, end)?;
         Ok(self)
+    }
+
+    /// The responder that renders the layer's refusals (by default `application/problem+json`,
+    /// and Trailers-Only gRPC answers with `tower-problem-details`' `grpc` feature). The
+    /// [`Phase`](crate::Phase) and the typed [`SunsetRejection`](crate::SunsetRejection) are
+    /// put into the response extensions, and the deprecation headers added, whatever it does.
+    #[must_use]
+    pub fn responder(mut self, responder: Responder) -> Self {
+        Arc::make_mut(&mut self.config).responder = responder;
+        self
     }
 
     /// The catalog whose `api-version-sunset` type the 410 problems carry.

@@ -9,6 +9,7 @@ mod layer;
 mod link;
 mod parse;
 mod phase;
+mod rejection;
 mod service;
 
 pub use self::config::{DEPRECATION, EXPOSED_HEADERS, SUCCESSOR_VERSION_MEMBER, SUNSET};
@@ -19,5 +20,6 @@ pub use self::layer::SunsetLayer;
 pub use self::link::Link;
 pub use self::parse::{ParsedDeprecation, ParsedSunset, parse_deprecation, parse_sunset};
 pub use self::phase::Phase;
+pub use self::rejection::SunsetRejection;
 pub use self::service::Sunset;
 pub use tower_problem_details::UriRef;

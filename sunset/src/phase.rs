@@ -1,6 +1,6 @@
 //! Where a deprecated API is in its life, and the clock that tells.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::time::Instant;
 
@@ -54,24 +54,11 @@ impl Clock {
     }
 }
 
-/// Whole seconds from `now` until `later`, rounded up, at least 1.
-pub(crate) fn seconds_until(now: SystemTime, later: SystemTime) -> u64 {
-    tower_problem_details::retry_after_seconds(later.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::time::Duration;
 
-    #[test]
-    fn seconds_until_rounds_up_and_is_never_zero() {
-        let t = SystemTime::UNIX_EPOCH;
-        assert_eq!(seconds_until(t, t), 1);
-        assert_eq!(seconds_until(t, t + Duration::from_millis(1)), 1);
-        assert_eq!(seconds_until(t, t + Duration::from_millis(1001)), 2);
-        assert_eq!(seconds_until(t, t + Duration::from_secs(30)), 30);
-        assert_eq!(seconds_until(t + Duration::from_secs(5), t), 1);
-    }
+    use super::*;
 
     #[tokio::test(start_paused = true)]
     async fn the_clock_follows_paused_tokio_time() {

@@ -5,6 +5,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
 use http::{Method, Request, Response};
+use http_body::Body;
+use tower_problem_details::{Protocol, ResponseBody};
 use tower_service::Service;
 
 use crate::config::Config;
@@ -46,10 +48,10 @@ impl<S, H> Sunset<S, H> {
 impl<S, H, ReqBody, ResBody> Service<Request<ReqBody>> for Sunset<S, H>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: From<Bytes>,
+    ResBody: Body<Data = Bytes>,
     H: OnDeprecatedCall<ReqBody>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -70,7 +72,10 @@ where
                 .headers()
                 .contains_key(ACCESS_CONTROL_REQUEST_METHOD);
         match config.rejection(phase, now).filter(|_| !preflight) {
-            Some(rejection) => ResponseFuture::rejected(rejection, config, phase, cross_origin),
+            Some(rejection) => {
+                let protocol = Protocol::of(request.headers());
+                ResponseFuture::rejected(rejection, protocol, config, phase, cross_origin)
+            }
             None => ResponseFuture::inner(self.inner.call(request), config, phase, cross_origin),
         }
     }

@@ -223,7 +223,7 @@ async fn a_brownout_serves_410_only_inside_its_window() {
         .layer(layer)
         .service(handler(&calls, StatusCode::OK));
 
-    let status = |r: &Res| r.status();
+    let status = |r: &Response<tower_problem_details::ResponseBody<Full<Bytes>>>| r.status();
     let response = service.clone().oneshot(get()).await.expect("infallible");
     assert_eq!(status(&response), StatusCode::OK);
 
@@ -411,7 +411,7 @@ async fn cors_responses_expose_the_headers() {
             .body(Full::default())
             .expect("valid")
     };
-    let exposed = |r: &Res| -> Vec<String> {
+    let exposed = |r: &Response<tower_problem_details::ResponseBody<Full<Bytes>>>| -> Vec<String> {
         r.headers()
             .get_all("access-control-expose-headers")
             .iter()
@@ -501,4 +501,47 @@ fn layer_service_and_future_are_send_and_sync() {
     assert_send_sync::<SunsetLayer>();
     assert_send_sync::<Sunset<Inner>>();
     assert_send_sync::<ResponseFuture<std::future::Ready<Result<Res, Infallible>>>>();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_responder_shapes_the_410_and_the_layer_still_stamps_it() {
+    // A responder that answers in the style of an older API: 404 with a text body.
+    let responder = tower_problem_details::Responder::new(|rejection, _protocol| {
+        let mut response = Response::new(Bytes::from(
+            rejection.problem().detail().unwrap_or_default().to_owned(),
+        ));
+        *response.status_mut() = StatusCode::NOT_FOUND;
+        response
+    });
+    let now = SystemTime::now();
+    let layer = SunsetLayer::new(now - Duration::from_secs(86_400))
+        .and_then(|l| l.sunset_at(now - Duration::from_secs(60)))
+        .expect("valid")
+        .gone_after_sunset(true)
+        .responder(responder);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(handler(&calls, StatusCode::OK));
+
+    let response = service.oneshot(get()).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(response.headers().contains_key("deprecation"));
+    assert!(response.headers().contains_key("sunset"));
+    assert_eq!(response.extensions().get::<Phase>(), Some(&Phase::Retired));
+    assert_eq!(
+        response.extensions().get::<tower_sunset::SunsetRejection>(),
+        Some(&tower_sunset::SunsetRejection::Retired)
+    );
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("infallible")
+        .to_bytes();
+    assert!(
+        body.starts_with(b"This API version was retired on "),
+        "{body:?}"
+    );
 }
