@@ -203,7 +203,7 @@ impl std::error::Error for ConfigError {}
 /// Put into the extensions of the rejection response, so outer layers and metrics can see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum PageRequestError {
+pub enum CursorRejection {
     /// The `cursor` parameter did not decode: 400 `invalid-cursor`.
     InvalidCursor(CursorError),
     /// The `limit` parameter is not an integer in `1..=max`: 400 `invalid-page-size`.
@@ -213,22 +213,22 @@ pub enum PageRequestError {
     },
 }
 
-impl fmt::Display for PageRequestError {
+impl fmt::Display for CursorRejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PageRequestError::InvalidCursor(error) => error.fmt(f),
-            PageRequestError::InvalidPageSize { max } => {
+            CursorRejection::InvalidCursor(error) => error.fmt(f),
+            CursorRejection::InvalidPageSize { max } => {
                 write!(f, "the page size must be an integer from 1 to {max}")
             }
         }
     }
 }
 
-impl std::error::Error for PageRequestError {
+impl std::error::Error for CursorRejection {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            PageRequestError::InvalidCursor(error) => Some(error),
-            PageRequestError::InvalidPageSize { .. } => None,
+            CursorRejection::InvalidCursor(error) => Some(error),
+            CursorRejection::InvalidPageSize { .. } => None,
         }
     }
 }

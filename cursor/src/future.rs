@@ -5,8 +5,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::Response;
 use pin_project_lite::pin_project;
+use tower_problem_details::ResponseBody;
 
 pin_project! {
     /// The response future of [`Cursor`](crate::Cursor).
@@ -20,7 +22,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, B> {
         Inner { #[pin] future: F },
-        Rejected { response: Option<Response<B>> },
+        Rejected { response: Option<Response<Bytes>>, _body: std::marker::PhantomData<fn() -> B> },
     }
 }
 
@@ -31,10 +33,11 @@ impl<F, B> ResponseFuture<F, B> {
         }
     }
 
-    pub(crate) fn rejected(response: Response<B>) -> Self {
+    pub(crate) fn rejected(response: Response<Bytes>) -> Self {
         ResponseFuture {
             kind: Kind::Rejected {
                 response: Some(response),
+                _body: std::marker::PhantomData,
             },
         }
     }
@@ -44,13 +47,16 @@ impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<ResponseBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { future } => future.poll(cx),
-            KindProj::Rejected { response } => {
-                Poll::Ready(Ok(response.take().expect("polled after completion")))
+            KindProj::Inner { future } => future
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(ResponseBody::new))),
+            KindProj::Rejected { response, .. } => {
+                let response = response.take().expect("polled after completion");
+                Poll::Ready(Ok(response.map(ResponseBody::full)))
             }
         }
     }

@@ -14,8 +14,8 @@ mod service;
 
 pub use codec::{CursorCodec, MAX_TOKEN_LEN};
 pub use error::{
-    ConfigError, ConfigErrorKind, CursorError, CursorErrorKind, EncodeError, EncodeErrorKind,
-    PageRequestError,
+    ConfigError, ConfigErrorKind, CursorError, CursorErrorKind, CursorRejection, EncodeError,
+    EncodeErrorKind,
 };
 pub use fingerprint::{QueryFingerprint, QueryFingerprintBuilder};
 pub use future::ResponseFuture;

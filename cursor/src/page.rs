@@ -7,7 +7,7 @@ use http::header::{CONTENT_TYPE, LINK};
 use http::{HeaderValue, Response};
 use serde::ser::SerializeStruct;
 use serde::{Serialize, Serializer};
-use tower_problem_details::ProblemKind;
+use tower_problem_details::{ProblemKind, Protocol};
 
 use crate::error::EncodeError;
 use crate::fingerprint::QueryFingerprint;
@@ -304,12 +304,14 @@ impl<T: Serialize> Page<T> {
                 headers.insert(LINK, self.link_header());
                 response
             }
-            Err(_) => self
-                .paginator
-                .settings()
-                .catalog
-                .problem(ProblemKind::Internal)
-                .into_response(),
+            Err(_) => {
+                let settings = self.paginator.settings();
+                let rejection = settings.catalog.rejection(ProblemKind::Internal);
+                settings
+                    .responder
+                    .respond(rejection, Protocol::Http)
+                    .map(B::from)
+            }
         }
     }
 }

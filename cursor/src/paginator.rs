@@ -3,15 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::Response;
 use http::request::Parts;
 use serde::de::DeserializeOwned;
-use tower_problem_details::{ProblemCatalog, ProblemKind};
+use tower_problem_details::{ProblemCatalog, ProblemKind, Rejection, Responder};
 
 use crate::codec::CursorCodec;
-use crate::error::{ConfigError, ConfigErrorKind, CursorError, CursorErrorKind, PageRequestError};
-use crate::fingerprint::QueryFingerprint;
+use crate::error::{ConfigError, ConfigErrorKind, CursorError, CursorErrorKind, CursorRejection};
+use crate::fingerprint::{QueryFingerprint, QueryFingerprintBuilder};
 use crate::page::PageRequest;
 
 /// The problem member that names why a cursor was refused (see [`CursorErrorKind::as_str`]).
@@ -39,6 +37,7 @@ pub(crate) struct Settings {
     pub(crate) link_base: String,
     pub(crate) prev_cursor: bool,
     pub(crate) catalog: ProblemCatalog,
+    pub(crate) responder: Responder,
     fingerprint: Option<Arc<FingerprintFn>>,
 }
 
@@ -56,6 +55,7 @@ impl Paginator {
                 link_base: String::new(),
                 prev_cursor: false,
                 catalog: ProblemCatalog::default(),
+                responder: Responder::default(),
                 fingerprint: None,
             }),
         }
@@ -131,6 +131,15 @@ impl Paginator {
         self
     }
 
+    /// The responder that renders the layer's rejections (by default `application/problem+json`,
+    /// and Trailers-Only gRPC answers with `tower-problem-details`' `grpc` feature). The
+    /// [`CursorRejection`] is put into the response extensions whatever it does.
+    #[must_use]
+    pub fn responder(mut self, responder: Responder) -> Self {
+        Arc::make_mut(&mut self.inner).responder = responder;
+        self
+    }
+
     /// Replaces how a request's [`QueryFingerprint`] is computed.
     ///
     /// The default binds cursors to the path and every query parameter except the cursor and
@@ -158,13 +167,13 @@ impl Paginator {
     ///
     /// # Errors
     ///
-    /// [`PageRequestError::InvalidPageSize`] when the limit is not an integer in `1..=max` or
-    /// is given twice; [`PageRequestError::InvalidCursor`] when the cursor is given twice or
+    /// [`CursorRejection::InvalidPageSize`] when the limit is not an integer in `1..=max` or
+    /// is given twice; [`CursorRejection::InvalidCursor`] when the cursor is given twice or
     /// does not decode for this query.
     pub fn page_request<P: DeserializeOwned>(
         &self,
         parts: &Parts,
-    ) -> Result<PageRequest<P>, PageRequestError> {
+    ) -> Result<PageRequest<P>, CursorRejection> {
         let settings = &*self.inner;
         let path = original_path(parts);
         let params = QueryParams::parse(parts.uri.query().unwrap_or(""), settings)?;
@@ -174,7 +183,7 @@ impl Paginator {
                 .parse::<u32>()
                 .ok()
                 .filter(|limit| (1..=settings.max_limit).contains(limit))
-                .ok_or(PageRequestError::InvalidPageSize {
+                .ok_or(CursorRejection::InvalidPageSize {
                     max: settings.max_limit,
                 })?,
         };
@@ -188,7 +197,7 @@ impl Paginator {
                 settings
                     .codec
                     .decode(token, &fingerprint)
-                    .map_err(PageRequestError::InvalidCursor)?,
+                    .map_err(CursorRejection::InvalidCursor)?,
             ),
         };
         Ok(PageRequest::new(
@@ -201,40 +210,103 @@ impl Paginator {
         ))
     }
 
-    /// The problem response for a refused request: 400 `invalid-cursor` (with a `reason`
-    /// member) or 400 `invalid-page-size` (with the accepted range). The error is also put
-    /// into the response extensions.
-    pub fn rejection<B: From<Bytes>>(&self, error: &PageRequestError) -> Response<B> {
+    /// The rejection of a refused request: 400 `invalid-cursor` (with a `reason` member) or
+    /// 400 `invalid-page-size` (with the accepted range), naming the REST parameters. The
+    /// layer renders it with its responder and puts `error` into the response extensions.
+    pub fn rejection(&self, error: &CursorRejection) -> Rejection {
         let settings = &*self.inner;
-        let mut problem;
+        self.rejection_naming(error, &settings.cursor_param, &settings.limit_param)
+    }
+
+    /// The rejection of a refused gRPC page request ([`grpc_page_request`]), naming the AIP-158
+    /// fields: `INVALID_ARGUMENT` on gRPC. Turn it into the handler's `tonic::Status` with
+    /// [`Rejection::grpc_code`], [`Rejection::grpc_message`] and
+    /// [`Rejection::grpc_status_details`] (feature `grpc`).
+    ///
+    /// [`grpc_page_request`]: Self::grpc_page_request
+    pub fn grpc_rejection(&self, error: &CursorRejection) -> Rejection {
+        self.rejection_naming(error, "page_token", "page_size")
+    }
+
+    fn rejection_naming(&self, error: &CursorRejection, cursor: &str, limit: &str) -> Rejection {
+        let catalog = &self.inner.catalog;
+        let mut rejection;
         // The member names below are not standard members, so inserting them cannot fail.
         match error {
-            PageRequestError::InvalidCursor(cursor) => {
-                problem = settings
-                    .catalog
-                    .problem(ProblemKind::InvalidCursor)
+            CursorRejection::InvalidCursor(error) => {
+                rejection = catalog
+                    .rejection(ProblemKind::InvalidCursor)
                     .with_detail(format!(
-                        "{cursor}; restart pagination without the `{}` parameter",
-                        settings.cursor_param
+                        "{error}; restart pagination without the `{cursor}` parameter"
                     ));
-                let _ = problem.insert_extension(REASON_MEMBER, cursor.kind().as_str());
+                let _ = rejection
+                    .problem_mut()
+                    .insert_extension(REASON_MEMBER, error.kind().as_str());
             }
-            PageRequestError::InvalidPageSize { max } => {
-                problem = settings
-                    .catalog
-                    .problem(ProblemKind::InvalidPageSize)
-                    .with_detail(format!(
-                        "`{}` must be an integer from 1 to {max}",
-                        settings.limit_param
-                    ));
-                let _ = problem.insert_extension("parameter", settings.limit_param.clone());
+            CursorRejection::InvalidPageSize { max } => {
+                rejection = catalog
+                    .rejection(ProblemKind::InvalidPageSize)
+                    .with_detail(format!("`{limit}` must be an integer from 1 to {max}"));
+                let problem = rejection.problem_mut();
+                let _ = problem.insert_extension("parameter", limit.to_owned());
                 let _ = problem.insert_extension("minimum", 1);
                 let _ = problem.insert_extension("maximum", *max);
             }
         }
-        let mut response = problem.into_response::<B>();
-        response.extensions_mut().insert(error.clone());
-        response
+        rejection
+    }
+
+    /// Reads an AIP-158 page request of a gRPC list method: `page_size` (0 asks for the
+    /// default, above the maximum is lowered to it, below 0 is refused) and `page_token` (empty
+    /// for the first page; otherwise a token of this paginator's
+    /// [`Page::next_cursor`](crate::Page::next_cursor), sent back as the response's
+    /// `next_page_token`).
+    ///
+    /// Tokens are bound to `method` (the full gRPC path, such as
+    /// `/orders.v1.OrderService/ListOrders`) and to the filters in `query` (give it every
+    /// request field that changes the result, as for REST), so a token of one query is refused by
+    /// another. Tokens are the same signed cursors as REST's.
+    ///
+    /// # Errors
+    ///
+    /// [`CursorRejection::InvalidPageSize`] for a negative `page_size`,
+    /// [`CursorRejection::InvalidCursor`] when the token does not decode for this query; give it
+    /// to [`grpc_rejection`](Self::grpc_rejection).
+    pub fn grpc_page_request<P: DeserializeOwned>(
+        &self,
+        method: &str,
+        page_size: i32,
+        page_token: &str,
+        query: QueryFingerprintBuilder,
+    ) -> Result<PageRequest<P>, CursorRejection> {
+        let settings = &*self.inner;
+        let limit = match u32::try_from(page_size) {
+            Err(_) => {
+                return Err(CursorRejection::InvalidPageSize {
+                    max: settings.max_limit,
+                });
+            }
+            Ok(0) => settings.default_limit,
+            Ok(size) => size.min(settings.max_limit),
+        };
+        let fingerprint = query.path(method).finish();
+        let position = match page_token {
+            "" => None,
+            token => Some(
+                settings
+                    .codec
+                    .decode(token, &fingerprint)
+                    .map_err(CursorRejection::InvalidCursor)?,
+            ),
+        };
+        Ok(PageRequest::new(
+            limit,
+            position,
+            fingerprint,
+            self.clone(),
+            method.to_owned(),
+            String::new(),
+        ))
     }
 
     pub(crate) fn settings(&self) -> &Settings {
@@ -294,11 +366,11 @@ struct QueryParams {
     limit: Option<String>,
     /// The raw query without the cursor parameter, kept verbatim for links.
     kept: String,
-    fingerprint: crate::fingerprint::QueryFingerprintBuilder,
+    fingerprint: QueryFingerprintBuilder,
 }
 
 impl QueryParams {
-    fn parse(query: &str, settings: &Settings) -> Result<Self, PageRequestError> {
+    fn parse(query: &str, settings: &Settings) -> Result<Self, CursorRejection> {
         let mut params = QueryParams {
             cursor: None,
             limit: None,
@@ -311,7 +383,7 @@ impl QueryParams {
                 .expect("a non-empty segment yields one pair");
             if name == settings.cursor_param {
                 if params.cursor.replace(value.into_owned()).is_some() {
-                    return Err(PageRequestError::InvalidCursor(CursorError::new(
+                    return Err(CursorRejection::InvalidCursor(CursorError::new(
                         CursorErrorKind::Malformed,
                     )));
                 }
@@ -319,7 +391,7 @@ impl QueryParams {
             }
             if name == settings.limit_param {
                 if params.limit.replace(value.into_owned()).is_some() {
-                    return Err(PageRequestError::InvalidPageSize {
+                    return Err(CursorRejection::InvalidPageSize {
                         max: settings.max_limit,
                     });
                 }

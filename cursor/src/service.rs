@@ -6,7 +6,9 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
+use http_body::Body;
 use serde::de::DeserializeOwned;
+use tower_problem_details::{Protocol, ResponseBody};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
@@ -47,10 +49,10 @@ impl<S, P> Cursor<S, P> {
 impl<S, P, ReqBody, ResBody> Service<Request<ReqBody>> for Cursor<S, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: From<Bytes>,
+    ResBody: Body<Data = Bytes>,
     P: DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResBody>;
 
@@ -69,7 +71,17 @@ where
                 request.extensions_mut().insert(page);
                 ResponseFuture::inner(self.inner.call(request))
             }
-            Err(error) => ResponseFuture::rejected(self.paginator.rejection(&error)),
+            Err(error) => {
+                let rejection = self.paginator.rejection(&error);
+                let protocol = Protocol::of(&parts.headers);
+                let mut response = self
+                    .paginator
+                    .settings()
+                    .responder
+                    .respond(rejection, protocol);
+                response.extensions_mut().insert(error);
+                ResponseFuture::rejected(response)
+            }
         }
     }
 }

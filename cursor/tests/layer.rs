@@ -10,8 +10,8 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_cursor::{
-    ConfigErrorKind, CursorCodec, CursorErrorKind, CursorLayer, CursorSecret, Direction, KeyId,
-    KeyRing, PageRequest, PageRequestError, Paginator, QueryFingerprint,
+    ConfigErrorKind, CursorCodec, CursorErrorKind, CursorLayer, CursorRejection, CursorSecret,
+    Direction, KeyId, KeyRing, PageRequest, Paginator, QueryFingerprint,
 };
 
 /// Rows are `(score, id)`, listed by score descending, then id ascending (mixed directions).
@@ -54,7 +54,11 @@ fn fetch(rows: &[Row], page: &PageRequest<Row>) -> Vec<Row> {
     }
 }
 
-type Handler = tower::util::BoxCloneService<Request<Full<Bytes>>, Response<Full<Bytes>>, BoxError>;
+type Handler = tower::util::BoxCloneService<
+    Request<Full<Bytes>>,
+    Response<tower_problem_details::ResponseBody<Full<Bytes>>>,
+    BoxError,
+>;
 
 fn service(paginator: Paginator, rows: Vec<Row>, calls: Arc<AtomicUsize>) -> Handler {
     let rows = Arc::new(rows);
@@ -245,10 +249,10 @@ async fn a_cursor_presented_on_another_query_is_a_query_mismatch_problem() {
         assert_eq!(refused.headers["cache-control"], "no-store");
         assert_eq!(refused.body["type"], "/problems/invalid-cursor");
         assert_eq!(refused.body["reason"], "query_mismatch");
-        let error = refused.extensions.get::<PageRequestError>().unwrap();
+        let error = refused.extensions.get::<CursorRejection>().unwrap();
         assert!(matches!(
             error,
-            PageRequestError::InvalidCursor(e) if e.kind() == CursorErrorKind::QueryMismatch
+            CursorRejection::InvalidCursor(e) if e.kind() == CursorErrorKind::QueryMismatch
         ));
     }
     assert_eq!(
@@ -345,8 +349,8 @@ async fn page_sizes_outside_the_range_are_invalid_page_size_problems() {
         assert_eq!(refused.body["minimum"], 1);
         assert_eq!(refused.body["maximum"], 5);
         assert_eq!(
-            refused.extensions.get::<PageRequestError>(),
-            Some(&PageRequestError::InvalidPageSize { max: 5 })
+            refused.extensions.get::<CursorRejection>(),
+            Some(&CursorRejection::InvalidPageSize { max: 5 })
         );
     }
     assert_eq!(calls.load(Ordering::SeqCst), 0);
@@ -493,4 +497,35 @@ fn layer_service_and_future_are_send_and_sync() {
     assert_send_sync::<PageRequest<Row>>();
     assert_send_sync::<tower_cursor::Page<Row>>();
     assert_send_sync::<Paginator>();
+}
+
+#[tokio::test]
+async fn a_replaced_responder_shapes_the_refusal_and_the_typed_reason_stays() {
+    // An API whose errors are `{"error": code}` documents.
+    let responder = tower_problem_details::Responder::new(|rejection, _protocol| {
+        let kind = rejection.kind().map_or("bad_request", |kind| kind.slug());
+        let mut response = Response::new(Bytes::from(format!(r#"{{"error":"{kind}"}}"#)));
+        *response.status_mut() = rejection.problem().status();
+        response
+    });
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = service(paginator().responder(responder), rows(), Arc::clone(&calls));
+
+    let refused = get(&service, "/items?cursor=forged").await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.body, serde_json::json!({"error": "invalid-cursor"}));
+    assert!(matches!(
+        refused.extensions.get::<CursorRejection>(),
+        Some(CursorRejection::InvalidCursor(error)) if error.kind() == CursorErrorKind::Malformed
+    ));
+    let refused = get(&service, "/items?limit=0").await;
+    assert_eq!(
+        refused.body,
+        serde_json::json!({"error": "invalid-page-size"})
+    );
+    assert_eq!(
+        refused.extensions.get::<CursorRejection>(),
+        Some(&CursorRejection::InvalidPageSize { max: 5 })
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
 }

@@ -15,7 +15,11 @@ use tower_cursor::{
     Paginator, Placeholders, SortOrder,
 };
 
-type Service = tower::util::BoxCloneService<Request<Full<Bytes>>, Response<Full<Bytes>>, BoxError>;
+type Service = tower::util::BoxCloneService<
+    Request<Full<Bytes>>,
+    Response<tower_problem_details::ResponseBody<Full<Bytes>>>,
+    BoxError,
+>;
 
 /// `/by-created`: `created_at DESC, id DESC` (one direction, the row-value form).
 /// `/by-score`: `score DESC, id ASC` (mixed, the bounded expanded form).

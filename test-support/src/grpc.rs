@@ -28,17 +28,22 @@ pub mod pb {
 
 pub use pb::echo_client::EchoClient;
 pub use pb::echo_server::EchoServer;
-pub use pb::{SayReply, SayRequest};
+pub use pb::{ListReply, ListRequest, SayReply, SayRequest};
 
 /// How long a streaming call waits for [`EchoHandler::release_streams`] before it goes on
 /// anyway, so a test that forgets to release never hangs.
 const RELEASE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The handler of the `Echo` service; clones share the execution counter and the release.
-#[derive(Clone, Debug)]
+/// What answers `List`.
+type Lister = dyn Fn(ListRequest) -> Result<ListReply, Status> + Send + Sync;
+
+/// The handler of the `Echo` service; clones share the execution counter, the release and
+/// the lister.
+#[derive(Clone)]
 pub struct EchoHandler {
     executions: Arc<AtomicU64>,
     release: Arc<watch::Sender<bool>>,
+    lister: Option<Arc<Lister>>,
 }
 
 impl Default for EchoHandler {
@@ -46,7 +51,16 @@ impl Default for EchoHandler {
         EchoHandler {
             executions: Arc::default(),
             release: Arc::new(watch::channel(false).0),
+            lister: None,
         }
+    }
+}
+
+impl std::fmt::Debug for EchoHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EchoHandler")
+            .field("executions", &self.executions)
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,6 +68,16 @@ impl EchoHandler {
     /// A handler that has run no call yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A handler whose `List` calls `lister`.
+    #[must_use]
+    pub fn with_lister<F>(mut self, lister: F) -> Self
+    where
+        F: Fn(ListRequest) -> Result<ListReply, Status> + Send + Sync + 'static,
+    {
+        self.lister = Some(Arc::new(lister));
+        self
     }
 
     /// How many calls the handler has run.
@@ -89,6 +113,14 @@ impl pb::echo_server::Echo for EchoHandler {
                 "connection to db-7.internal:5432 refused (password for user orders)",
             )),
             _ => Ok(Response::new(SayReply { text, executions })),
+        }
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListReply>, Status> {
+        self.executed();
+        match &self.lister {
+            Some(lister) => lister(request.into_inner()).map(Response::new),
+            None => Err(Status::unimplemented("this test installed no lister")),
         }
     }
 
