@@ -35,12 +35,17 @@ fn request(key: &str) -> Request<Body> {
         .expect("valid request")
 }
 
-fn handler()
--> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+/// The handler, for any request body: the bare service reads the request's own body, the
+/// guarded one the layer's `RequestBody`.
+fn handler<B>()
+-> impl Service<Request<B>, Response = Response<Body>, Error = Infallible, Future: Send>
 + Clone
 + Send
-+ 'static {
-    service_fn(|request: Request<Body>| async move {
++ 'static
+where
+    B: http_body::Body<Data = Bytes, Error: std::fmt::Debug> + Send + 'static,
+{
+    service_fn(|request: Request<B>| async move {
         // Read the body, as a real handler would.
         let body = request
             .into_body()
@@ -57,9 +62,10 @@ fn handler()
     })
 }
 
-async fn send<S>(service: &mut S, request: Request<Body>) -> Bytes
+async fn send<S, B>(service: &mut S, request: Request<Body>) -> Bytes
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible>,
+    B: http_body::Body<Data = Bytes, Error: std::fmt::Debug>,
 {
     let response = service
         .ready()
@@ -78,7 +84,11 @@ where
 
 fn layered<St: IdempotencyStore>(
     store: St,
-) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone {
+) -> impl Service<
+    Request<Body>,
+    Response = Response<tower_idempotency::ResponseBody<Body>>,
+    Error = Infallible,
+> + Clone {
     ServiceBuilder::new()
         .layer(IdempotencyLayer::new(
             store,
@@ -89,7 +99,7 @@ fn layered<St: IdempotencyStore>(
 
 fn cases<St: IdempotencyStore>(c: &mut Criterion, runtime: &Runtime, group: &str, store: St) {
     let mut group = c.benchmark_group(group);
-    let mut bare = handler();
+    let mut bare = handler::<Body>();
     group.bench_function("bare service", |b| {
         b.iter(|| runtime.block_on(send(&mut bare, request("unused"))));
     });

@@ -75,6 +75,10 @@ fn sample_response() -> StoredResponse {
             ),
         ],
         body: Bytes::from_static(b"{\"id\":1}\x00\xff binary-safe"),
+        trailers: vec![(
+            HeaderName::from_static("grpc-status"),
+            HeaderValue::from_static("0"),
+        )],
     }
 }
 

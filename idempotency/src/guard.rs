@@ -62,6 +62,18 @@ impl<St: IdempotencyStore> ClaimGuard<St> {
     }
 
     /// The handler answered: from now on, a drop records "completed, not replayable".
+    /// Renews the lease to `lease` from now, without waiting: for a response that streams
+    /// after the handler returned.
+    pub(crate) fn renewer(&self, lease: Duration) -> impl Fn() + Send + Sync + 'static {
+        let (store, key, token) = (self.store.clone(), self.key, self.token);
+        move || {
+            let renew = store.renew(key, token, lease);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { crate::log::fenced("renew", renew.await) });
+            }
+        }
+    }
+
     pub(crate) fn handler_finished(&mut self, fingerprint: Fingerprint, ttl: Duration) {
         self.on_drop = OnDrop::CompleteUnreplayable { fingerprint, ttl };
     }

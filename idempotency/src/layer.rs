@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 use tower_layer::Layer;
-use tower_problem_details::ProblemCatalog;
+use tower_problem_details::{ProblemCatalog, Responder};
 
 use crate::key::DEFAULT_MAX_KEY_LEN;
 use crate::policy::OutcomePolicy;
@@ -50,6 +50,7 @@ pub(crate) struct Config<St> {
     pub(crate) policy: OutcomePolicy,
     pub(crate) replayed_headers: Vec<HeaderName>,
     pub(crate) catalog: ProblemCatalog,
+    pub(crate) responder: Responder,
     pub(crate) wait_in_flight: Option<Duration>,
 }
 
@@ -75,6 +76,7 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
                 policy: OutcomePolicy::default(),
                 replayed_headers: DEFAULT_REPLAYED_HEADERS.to_vec(),
                 catalog: ProblemCatalog::default(),
+                responder: Responder::default(),
                 wait_in_flight: None,
             }),
         }
@@ -157,6 +159,17 @@ impl<St: IdempotencyStore> IdempotencyLayer<St> {
         if replayable(&name) && !self.config.replayed_headers.contains(&name) {
             self.config().replayed_headers.push(name);
         }
+        self
+    }
+
+    /// The responder that renders the layer's rejections (by default `application/problem+json`,
+    /// and Trailers-Only gRPC answers with `tower-problem-details`' `grpc` feature). The
+    /// [`IdempotencyRejection`](crate::IdempotencyRejection) and
+    /// [`IdempotencyOutcome::Rejected`](crate::IdempotencyOutcome::Rejected) are put into the
+    /// response extensions whatever it does.
+    #[must_use]
+    pub fn responder(mut self, responder: Responder) -> Self {
+        self.config().responder = responder;
         self
     }
 

@@ -8,7 +8,7 @@
 //! use http::{Request, Response, StatusCode};
 //! use http_body_util::{BodyExt, Full};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_idempotency::{IdempotencyLayer, MemoryStore, Scope};
+//! use tower_idempotency::{IdempotencyLayer, MemoryStore, RequestBody, Scope};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
@@ -19,7 +19,8 @@
 //!
 //! let service = ServiceBuilder::new()
 //!     .layer(IdempotencyLayer::new(MemoryStore::new(), scope).require_key())
-//!     .service(service_fn(|_request: Request<Full<Bytes>>| async {
+//!     // The handler reads a `RequestBody`: the bytes the layer read to fingerprint the request.
+//!     .service(service_fn(|_request: Request<RequestBody<Full<Bytes>>>| async {
 //!         let mut response = Response::new(Full::<Bytes>::from("order created"));
 //!         *response.status_mut() = StatusCode::CREATED;
 //!         Ok::<_, Infallible>(response)
@@ -93,6 +94,7 @@
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+mod body;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod guard;
@@ -106,6 +108,7 @@ mod scope;
 mod service;
 mod store;
 
+pub use body::{RequestBody, ResponseBody};
 #[cfg(feature = "redis")]
 pub use guardrail_store::redis::RedisBackend;
 pub use guardrail_store::{StoreError, StoreErrorKind, StoreFuture};

@@ -1,11 +1,9 @@
-//! The responses the layer answers itself, and the typed reasons it records.
+//! The rejections the layer answers itself, and the typed reasons it records.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::header::RETRY_AFTER;
-use http::{HeaderValue, Response, StatusCode};
-use tower_problem_details::{Problem, ProblemCatalog, ProblemKind, retry_after_seconds};
+use http::StatusCode;
+use tower_problem_details::{Problem, ProblemCatalog, ProblemKind, Rejection};
 
 use crate::key::KeyError;
 
@@ -40,49 +38,43 @@ pub enum IdempotencyRejection {
     ResponseBodyFailed,
 }
 
-pub(crate) fn respond<B: From<Bytes>>(
+/// The rejection for `reason`, with a retry delay when the client may come back.
+pub(crate) fn rejection(
     catalog: &ProblemCatalog,
-    rejection: IdempotencyRejection,
+    reason: &IdempotencyRejection,
     retry_after: Option<Duration>,
-) -> Response<B> {
-    let problem = match &rejection {
+) -> Rejection {
+    let mut rejection = match reason {
         IdempotencyRejection::KeyMissing => catalog
-            .problem(ProblemKind::IdempotencyKeyMissing)
+            .rejection(ProblemKind::IdempotencyKeyMissing)
             .with_detail("This operation requires an Idempotency-Key header."),
         IdempotencyRejection::KeyInvalid(error) => catalog
-            .problem(ProblemKind::IdempotencyKeyInvalid)
+            .rejection(ProblemKind::IdempotencyKeyInvalid)
             .with_detail(error.detail()),
         IdempotencyRejection::ScopeMissing => catalog
-            .problem(ProblemKind::Unauthorized)
+            .rejection(ProblemKind::Unauthorized)
             .with_detail("Idempotency keys are kept per caller, and this request has none."),
         IdempotencyRejection::InFlight => catalog
-            .problem(ProblemKind::IdempotencyKeyInUse)
+            .rejection(ProblemKind::IdempotencyKeyInUse)
             .with_detail("A request with this Idempotency-Key is still being processed; retry later to get its result."),
         IdempotencyRejection::Reused => catalog
-            .problem(ProblemKind::IdempotencyKeyReused)
+            .rejection(ProblemKind::IdempotencyKeyReused)
             .with_detail("This Idempotency-Key was used for a different request (method, path, content type or body); use a new key."),
         IdempotencyRejection::ResultUnavailable => catalog
-            .problem(ProblemKind::IdempotencyResultUnavailable)
+            .rejection(ProblemKind::IdempotencyResultUnavailable)
             .with_detail("The request with this Idempotency-Key completed, but its response cannot be replayed; it was not run again."),
         IdempotencyRejection::PayloadTooLarge { limit } => catalog
-            .problem(ProblemKind::PayloadTooLarge)
+            .rejection(ProblemKind::PayloadTooLarge)
             .with_detail(format!("Request bodies of idempotent requests are limited to {limit} bytes.")),
-        IdempotencyRejection::BodyUnreadable => Problem::new(StatusCode::BAD_REQUEST)
+        IdempotencyRejection::BodyUnreadable => Rejection::new(Problem::new(StatusCode::BAD_REQUEST))
             .with_detail("The request body could not be read."),
         IdempotencyRejection::StoreUnavailable => catalog
-            .problem(ProblemKind::IdempotencyStoreUnavailable)
+            .rejection(ProblemKind::IdempotencyStoreUnavailable)
             .with_detail("The idempotency store cannot be reached; the request was not processed."),
-        IdempotencyRejection::ResponseBodyFailed => catalog.problem(ProblemKind::Internal),
+        IdempotencyRejection::ResponseBodyFailed => catalog.rejection(ProblemKind::Internal),
     };
-    let mut response = problem.into_response::<B>();
     if let Some(wait) = retry_after {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
+        rejection = rejection.with_retry_after(wait);
     }
-    response.extensions_mut().insert(rejection);
-    response
-        .extensions_mut()
-        .insert(crate::IdempotencyOutcome::Rejected);
-    response
+    rejection
 }

@@ -1,9 +1,9 @@
 //! Keeping a response for replay, and replaying it.
 
-use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Response};
 
+use crate::body::ResponseBody;
 use crate::store::StoredResponse;
 
 /// Added to every replayed response (Stripe's name).
@@ -24,6 +24,10 @@ pub const DEFAULT_REPLAYED_HEADERS: &[HeaderName] = &[
     header::CACHE_CONTROL,
     header::VARY,
 ];
+
+/// Kept whatever the allow-list says: a replayed gRPC message is compressed with the
+/// encoding this names, and undecodable without it.
+const ALWAYS_REPLAYED: &str = "grpc-encoding";
 
 /// Headers never replayed, even when added to the allow-list by mistake: credentials and
 /// state, hop-by-hop fields, and what is recomputed per response.
@@ -62,13 +66,20 @@ pub(crate) fn keep_headers(
             kept.push((name.clone(), value.clone()));
         }
     }
+    if !allowed.iter().any(|name| name == ALWAYS_REPLAYED) {
+        for value in headers.get_all(ALWAYS_REPLAYED) {
+            kept.push((HeaderName::from_static(ALWAYS_REPLAYED), value.clone()));
+        }
+    }
     kept
 }
 
-/// The replayed response: the original status, kept header lines and body, and
+/// The replayed response: the original status, kept header lines, body and trailers, and
 /// `Idempotent-Replayed: true`.
-pub(crate) fn replay<B: From<Bytes>>(stored: StoredResponse) -> Response<B> {
-    let mut response = Response::new(B::from(stored.body));
+pub(crate) fn replay<B>(stored: StoredResponse) -> Response<ResponseBody<B>> {
+    let trailers =
+        (!stored.trailers.is_empty()).then(|| stored.trailers.into_iter().collect::<HeaderMap>());
+    let mut response = Response::new(ResponseBody::full(stored.body, trailers));
     *response.status_mut() = stored.status;
     let headers = response.headers_mut();
     for (name, value) in stored.headers {

@@ -9,20 +9,25 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderMap, Request, Response};
+use http::request::Parts;
+use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
+use tower_problem_details::{GrpcCode, Protocol};
 use tower_service::Service;
 
 use crate::IdempotencyOutcome;
+use crate::body::{RequestBody, ResponseBody, Settlement, Tee, lines};
 use crate::guard::ClaimGuard;
 use crate::key::{self, ScopedKey};
 use crate::layer::Config;
-use crate::rejection::{IdempotencyRejection, respond};
+use crate::rejection::{IdempotencyRejection, rejection};
 use crate::replay::{keep_headers, replay};
 use crate::scope::{fingerprint, store_key};
-use crate::store::{Claim, IdempotencyStore, Outcome, StoredResponse};
+use crate::store::{
+    Claim, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreKey, StoredResponse,
+};
 
 /// What a client should wait before retrying a request whose original is in flight: the
 /// original usually finishes within a second, and its lease is the worst case, not the norm.
@@ -33,6 +38,9 @@ const STORE_RETRY_AFTER: Duration = Duration::from_secs(1);
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The service made by [`IdempotencyLayer`](crate::IdempotencyLayer).
+///
+/// The handler gets the request with a [`RequestBody`]: the original body, or the bytes the
+/// layer read to fingerprint it.
 #[derive(Clone)]
 pub struct Idempotency<S, St> {
     inner: S,
@@ -47,6 +55,16 @@ impl<S, St> Idempotency<S, St> {
     /// The wrapped service.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the wrapped service.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
@@ -77,20 +95,21 @@ impl<B, E> fmt::Debug for ResponseFuture<B, E> {
 
 impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for Idempotency<S, St>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     St: IdempotencyStore,
-    ReqBody: Body + From<Bytes> + Send + 'static,
-    ReqBody::Data: Send,
+    ReqBody: Body<Data = Bytes> + Send + 'static,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Body + From<Bytes> + Send + 'static,
-    ResBody::Data: Send,
+    ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<ResBody>;
+    type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<ResponseBody<ResBody>, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -98,110 +117,183 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // The service that was polled ready handles this request; the clone waits for the next.
+        // See "Be careful when cloning inner services" in tower's `Service` docs.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture(Box::pin(run(Arc::clone(&self.config), inner, request)))
     }
 }
 
+type Answer<B, E> = Result<Response<ResponseBody<B>>, E>;
+
+/// A request the layer covers, read and fingerprinted.
+struct Admitted {
+    parts: Parts,
+    body: Bytes,
+    key: String,
+    scoped: StoreKey,
+    fingerprint: Fingerprint,
+}
+
+/// What the claim phase decided.
+enum Claimed<B> {
+    Run(FencingToken),
+    Answered(Response<ResponseBody<B>>),
+}
+
 async fn run<S, St, ReqBody, ResBody>(
     config: Arc<Config<St>>,
     mut inner: S,
     request: Request<ReqBody>,
-) -> Result<Response<ResBody>, S::Error>
+) -> Answer<ResBody, S::Error>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
     St: IdempotencyStore,
-    ReqBody: Body + From<Bytes>,
+    ReqBody: Body<Data = Bytes>,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Body + From<Bytes>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    let reject = |rejection, retry_after| Ok(respond(&config.catalog, rejection, retry_after));
+    let protocol = Protocol::of(request.headers());
     if !config.methods.contains(request.method()) {
-        return bypass(inner.call(request).await);
+        return bypass(inner.call(request.map(RequestBody::new)).await);
     }
+    let admitted = match admit(&config, request, protocol).await {
+        Ok(Ok(admitted)) => admitted,
+        Ok(Err(request)) => return bypass(inner.call(request).await),
+        Err(refused) => return Ok(refused),
+    };
+    let token = match claim(&config, &admitted, protocol).await {
+        Claimed::Run(token) => token,
+        Claimed::Answered(response) => return Ok(response),
+    };
+    execute(&config, inner, admitted, token, protocol).await
+}
+
+/// Reads the key, the scope and the body: the admitted request, the request itself when the
+/// layer does not cover it (no key, not required), or the refusal.
+async fn admit<St, ReqBody, ResBody>(
+    config: &Config<St>,
+    request: Request<ReqBody>,
+    protocol: Protocol,
+) -> Result<Result<Admitted, Request<RequestBody<ReqBody>>>, Response<ResponseBody<ResBody>>>
+where
+    ReqBody: Body<Data = Bytes>,
+    ReqBody::Error: Into<BoxError>,
+{
+    let refuse = |reason| Err(respond(config, reason, None, protocol));
     let key = match key::parse_idempotency_key(request.headers(), config.max_key_len) {
         Ok(Some(key)) => key,
-        Ok(None) if config.required => return reject(IdempotencyRejection::KeyMissing, None),
-        Ok(None) => return bypass(inner.call(request).await),
-        Err(error) => return reject(IdempotencyRejection::KeyInvalid(error), None),
+        Ok(None) if config.required => return refuse(IdempotencyRejection::KeyMissing),
+        Ok(None) => return Ok(Err(request.map(RequestBody::new))),
+        Err(error) => return refuse(IdempotencyRejection::KeyInvalid(error)),
     };
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let Some(scope) = config.scope.extract(&parts) else {
-        return reject(IdempotencyRejection::ScopeMissing, None);
+        return refuse(IdempotencyRejection::ScopeMissing);
     };
-
     // The body is part of the fingerprint, so it is read before anything is claimed.
     let limit = config.max_request_body;
     if declared_length(&parts.headers).is_some_and(|length| length > limit) {
-        return reject(IdempotencyRejection::PayloadTooLarge { limit }, None);
+        return refuse(IdempotencyRejection::PayloadTooLarge { limit });
     }
     let body = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            return reject(IdempotencyRejection::PayloadTooLarge { limit }, None);
+            return refuse(IdempotencyRejection::PayloadTooLarge { limit });
         }
-        Err(_) => return reject(IdempotencyRejection::BodyUnreadable, None),
+        Err(_) => return refuse(IdempotencyRejection::BodyUnreadable),
     };
     let fingerprint = fingerprint(&parts, &body);
     let scoped = store_key(&scope, &key);
+    Ok(Ok(Admitted {
+        parts,
+        body,
+        key,
+        scoped,
+        fingerprint,
+    }))
+}
 
+/// Claims the key, waiting for an original in flight if the layer is told to: the token to
+/// run the handler with, or the answer (a replay or a refusal).
+async fn claim<St: IdempotencyStore, B>(
+    config: &Config<St>,
+    admitted: &Admitted,
+    protocol: Protocol,
+) -> Claimed<B> {
+    let refuse = |reason, wait| Claimed::Answered(respond(config, reason, wait, protocol));
     let deadline = config.wait_in_flight.map(|wait| Instant::now() + wait);
     let mut pause = Duration::from_millis(10);
-    let token = loop {
-        match config.store.claim(scoped, fingerprint, config.lease).await {
-            Ok(Claim::Claimed(token)) => break token,
-            Ok(Claim::Completed {
-                fingerprint: original,
-                outcome,
-            }) => {
-                if original != fingerprint {
-                    return reject(IdempotencyRejection::Reused, None);
-                }
+    loop {
+        let claimed = config
+            .store
+            .claim(admitted.scoped, admitted.fingerprint, config.lease)
+            .await;
+        match claimed {
+            Ok(Claim::Claimed(token)) => return Claimed::Run(token),
+            Ok(Claim::Completed { fingerprint, .. } | Claim::InFlight { fingerprint, .. })
+                if fingerprint != admitted.fingerprint =>
+            {
+                return refuse(IdempotencyRejection::Reused, None);
+            }
+            Ok(Claim::Completed { outcome, .. }) => {
                 return match outcome {
                     Outcome::Response(stored) => {
                         let mut response = replay(stored);
                         response
                             .extensions_mut()
                             .insert(IdempotencyOutcome::Replayed);
-                        Ok(response)
+                        Claimed::Answered(response)
                     }
-                    Outcome::NotReplayable => reject(IdempotencyRejection::ResultUnavailable, None),
+                    Outcome::NotReplayable => refuse(IdempotencyRejection::ResultUnavailable, None),
                 };
             }
-            Ok(Claim::InFlight {
-                fingerprint: original,
-                ..
-            }) => {
-                if original != fingerprint {
-                    return reject(IdempotencyRejection::Reused, None);
+            Ok(Claim::InFlight { .. }) => match deadline {
+                // Bounded by the deadline; the pause doubles up to 250 ms.
+                Some(deadline) if Instant::now() < deadline => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    tokio::time::sleep(pause.min(left)).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
                 }
-                match deadline {
-                    Some(deadline) if Instant::now() < deadline => {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        tokio::time::sleep(pause.min(left)).await;
-                        pause = (pause * 2).min(Duration::from_millis(250));
-                    }
-                    _ => {
-                        return reject(IdempotencyRejection::InFlight, Some(IN_FLIGHT_RETRY_AFTER));
-                    }
-                }
-            }
+                _ => return refuse(IdempotencyRejection::InFlight, Some(IN_FLIGHT_RETRY_AFTER)),
+            },
             Err(error) => {
                 crate::log::store_error("claim", &error);
                 // An open breaker knows when it next tries the store.
                 let wait = error.retry_after().unwrap_or(STORE_RETRY_AFTER);
-                return reject(IdempotencyRejection::StoreUnavailable, Some(wait));
+                return refuse(IdempotencyRejection::StoreUnavailable, Some(wait));
             }
         }
-    };
+    }
+}
 
+/// Runs the handler under the claim, then records its result.
+async fn execute<S, St, ReqBody, ResBody>(
+    config: &Config<St>,
+    mut inner: S,
+    admitted: Admitted,
+    token: FencingToken,
+    protocol: Protocol,
+) -> Answer<ResBody, S::Error>
+where
+    S: Service<Request<RequestBody<ReqBody>>, Response = Response<ResBody>>,
+    St: IdempotencyStore,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    let Admitted {
+        mut parts,
+        body,
+        key,
+        scoped,
+        fingerprint,
+    } = admitted;
     // From here on, the claim is released if this future is dropped or panics, and its lease
     // is renewed while the handler runs.
     let mut guard = ClaimGuard::new(config.store.clone(), scoped, token);
     parts.extensions.insert(ScopedKey::new(key, scoped));
-    let call = inner.call(Request::from_parts(parts, ReqBody::from(body)));
+    let call = inner.call(Request::from_parts(parts, RequestBody::read(body)));
     let response = match guard.hold_while(call, config.lease).await {
         Ok(response) => response,
         Err(error) => {
@@ -209,13 +301,53 @@ where
             return Err(error);
         }
     };
-    if !config.policy.keeps(response.status()) {
+    if !config.policy.keeps(outcome_status(&response)) {
         guard.release().await;
-        return Ok(executed(response));
+        return Ok(executed(response.map(ResponseBody::inner)));
     }
     guard.handler_finished(fingerprint, config.ttl);
+    record(config, guard, fingerprint, response, protocol).await
+}
 
+/// The status the outcome policy judges: the HTTP status, or for a gRPC answer that carries its
+/// `grpc-status` in the header block, the status of that code.
+fn outcome_status<B>(response: &Response<B>) -> StatusCode {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(GrpcCode::from_header)
+        .map_or(response.status(), GrpcCode::http_status)
+}
+
+/// Keeps the handler's response for replay if it can, and answers with it.
+async fn record<St, ResBody, E>(
+    config: &Config<St>,
+    guard: ClaimGuard<St>,
+    fingerprint: Fingerprint,
+    response: Response<ResBody>,
+    protocol: Protocol,
+) -> Answer<ResBody, E>
+where
+    St: IdempotencyStore,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
     let (parts, body) = response.into_parts();
+    let start = StoredResponse {
+        status: parts.status,
+        headers: keep_headers(&parts.headers, &config.replayed_headers),
+        body: Bytes::new(),
+        trailers: Vec::new(),
+    };
+    if protocol == Protocol::Grpc && !body.is_end_stream() {
+        // A gRPC response may be a stream: it goes through as it comes, and a copy is kept for
+        // as long as it is one message.
+        let tee = tee(config, guard, fingerprint, start);
+        return Ok(executed(Response::from_parts(
+            parts,
+            ResponseBody::kept(body, tee),
+        )));
+    }
     let fits = body
         .size_hint()
         .upper()
@@ -226,30 +358,98 @@ where
         guard
             .complete(fingerprint, Outcome::NotReplayable, config.ttl)
             .await;
-        return Ok(executed(Response::from_parts(parts, body)));
+        return Ok(executed(Response::from_parts(
+            parts,
+            ResponseBody::inner(body),
+        )));
     }
     // Only whether it failed matters; the error itself may not be `Send`.
     match body.collect().await.map_err(drop) {
         Ok(collected) => {
+            let trailers = collected.trailers().cloned();
             let bytes = collected.to_bytes();
             let stored = StoredResponse {
-                status: parts.status,
-                headers: keep_headers(&parts.headers, &config.replayed_headers),
                 body: bytes.clone(),
+                trailers: trailers.as_ref().map(lines).unwrap_or_default(),
+                ..start
             };
             guard
                 .complete(fingerprint, Outcome::Response(stored), config.ttl)
                 .await;
-            Ok(executed(Response::from_parts(parts, ResBody::from(bytes))))
+            let body = ResponseBody::full(bytes, trailers);
+            Ok(executed(Response::from_parts(parts, body)))
         }
         Err(()) => {
             // The handler ran, but its body broke on the way: never run it again.
             guard
                 .complete(fingerprint, Outcome::NotReplayable, config.ttl)
                 .await;
-            reject(IdempotencyRejection::ResponseBodyFailed, None)
+            Ok(respond(
+                config,
+                IdempotencyRejection::ResponseBodyFailed,
+                None,
+                protocol,
+            ))
         }
     }
+}
+
+/// The copy of a gRPC response that settles the claim when the response ends.
+fn tee<St: IdempotencyStore>(
+    config: &Config<St>,
+    guard: ClaimGuard<St>,
+    fingerprint: Fingerprint,
+    start: StoredResponse,
+) -> Tee {
+    let renew = guard.renewer(config.lease);
+    let ttl = config.ttl;
+    let settle = Box::new(move |settlement| {
+        let settled = async move {
+            match settlement {
+                Settlement::Keep(stored) => {
+                    guard
+                        .complete(fingerprint, Outcome::Response(stored), ttl)
+                        .await;
+                }
+                Settlement::Unreplayable => {
+                    guard
+                        .complete(fingerprint, Outcome::NotReplayable, ttl)
+                        .await;
+                }
+                Settlement::Release => guard.release().await,
+            }
+        };
+        // The write outlives the body: it is not the client's to wait for.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(settled);
+        }
+    });
+    Tee::new(
+        start,
+        config.max_response_body,
+        config.policy,
+        settle,
+        config.lease,
+        Box::new(renew),
+    )
+}
+
+fn respond<St, B>(
+    config: &Config<St>,
+    reason: IdempotencyRejection,
+    retry_after: Option<Duration>,
+    protocol: Protocol,
+) -> Response<ResponseBody<B>> {
+    let rejection = rejection(&config.catalog, &reason, retry_after);
+    let mut response = config
+        .responder
+        .respond(rejection, protocol)
+        .map(|bytes| ResponseBody::full(bytes, None));
+    response.extensions_mut().insert(reason);
+    response
+        .extensions_mut()
+        .insert(IdempotencyOutcome::Rejected);
+    response
 }
 
 fn executed<B>(mut response: Response<B>) -> Response<B> {
@@ -259,8 +459,9 @@ fn executed<B>(mut response: Response<B>) -> Response<B> {
     response
 }
 
-fn bypass<B, E>(result: Result<Response<B>, E>) -> Result<Response<B>, E> {
-    result.map(|mut response| {
+fn bypass<B, E>(result: Result<Response<B>, E>) -> Answer<B, E> {
+    result.map(|response| {
+        let mut response = response.map(ResponseBody::inner);
         response
             .extensions_mut()
             .insert(IdempotencyOutcome::NotApplicable);

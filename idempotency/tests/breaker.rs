@@ -20,6 +20,10 @@ use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_idempotency::{IdempotencyLayer, IdempotencyRejection, RedisBackend, RedisStore, Scope};
 
 type Body = Full<Bytes>;
+/// What the handler behind the layer reads.
+type Inner = tower_idempotency::RequestBody<Body>;
+/// What the layer answers with.
+type Out = tower_idempotency::ResponseBody<Body>;
 
 const TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -41,7 +45,7 @@ fn healthy() -> Reply {
 fn stack(
     redis: &FakeRedis,
     runs: &Arc<AtomicUsize>,
-) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone {
+) -> impl Service<Request<Body>, Response = Response<Out>, Error = Infallible> + Clone {
     let breaker = CircuitBreaker::new()
         .failure_threshold(3)
         .unwrap()
@@ -58,7 +62,7 @@ fn stack(
             store,
             Scope::header(http::HeaderName::from_static("x-tenant")),
         ))
-        .service(service_fn(move |_: Request<Body>| {
+        .service(service_fn(move |_: Request<Inner>| {
             runs.fetch_add(1, Ordering::SeqCst);
             async { Ok::<_, Infallible>(Response::new(Body::from("created"))) }
         }))
@@ -73,9 +77,9 @@ fn post(key: &str) -> Request<Body> {
 }
 
 async fn unavailable(
-    service: &mut (impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone),
+    service: &mut (impl Service<Request<Body>, Response = Response<Out>, Error = Infallible> + Clone),
     key: &str,
-) -> Response<Body> {
+) -> Response<Out> {
     let response = service.clone().oneshot(post(key)).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(

@@ -18,6 +18,10 @@ use tower_idempotency::{
 };
 
 type Body = Full<Bytes>;
+/// What the handler behind the layer reads.
+type Inner = tower_idempotency::RequestBody<Body>;
+/// What the layer answers with.
+type Out = tower_idempotency::ResponseBody<Body>;
 
 fn tenant_scope() -> Scope {
     Scope::header(http::HeaderName::from_static("x-tenant"))
@@ -37,10 +41,10 @@ fn post(key: Option<&str>, body: &'static str) -> Request<Body> {
 fn counting(
     runs: Arc<AtomicUsize>,
     status: StatusCode,
-) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+) -> impl Service<Request<Inner>, Response = Response<Body>, Error = Infallible, Future: Send>
 + Clone
 + Send {
-    service_fn(move |request: Request<Body>| {
+    service_fn(move |request: Request<Inner>| {
         let runs = Arc::clone(&runs);
         async move {
             let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
@@ -72,12 +76,12 @@ fn slow(
     delay: Duration,
     status: StatusCode,
     body: &'static str,
-) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+) -> impl Service<Request<Inner>, Response = Response<Body>, Error = Infallible, Future: Send>
 + Clone
 + Send
 + use<> {
     let runs = Arc::clone(runs);
-    service_fn(move |_: Request<Body>| {
+    service_fn(move |_: Request<Inner>| {
         runs.fetch_add(1, Ordering::SeqCst);
         async move {
             tokio::time::sleep(delay).await;
@@ -92,12 +96,12 @@ fn slow(
 fn first_run_takes(
     runs: &Arc<AtomicUsize>,
     first: Duration,
-) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+) -> impl Service<Request<Inner>, Response = Response<Body>, Error = Infallible, Future: Send>
 + Clone
 + Send
 + use<> {
     let runs = Arc::clone(runs);
-    service_fn(move |_: Request<Body>| {
+    service_fn(move |_: Request<Inner>| {
         let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
         async move {
             if run == 1 {
@@ -117,7 +121,7 @@ where
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
-async fn problem_type(response: Response<Body>) -> String {
+async fn problem_type(response: Response<Out>) -> String {
     assert_eq!(response.headers()[CONTENT_TYPE], "application/problem+json");
     let body: serde_json::Value = serde_json::from_str(&text(response).await).unwrap();
     body["type"].as_str().unwrap().to_owned()
@@ -300,7 +304,7 @@ async fn the_handler_sees_the_scoped_key() {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let handler = {
         let seen = Arc::clone(&seen);
-        service_fn(move |request: Request<Body>| {
+        service_fn(move |request: Request<Inner>| {
             let seen = Arc::clone(&seen);
             async move {
                 let key = request.extensions().get::<ScopedKey>().cloned().unwrap();
@@ -455,7 +459,7 @@ async fn an_inner_error_releases_the_key_and_propagates() {
     let runs = Arc::new(AtomicUsize::new(0));
     let handler = {
         let runs = Arc::clone(&runs);
-        service_fn(move |_: Request<Body>| {
+        service_fn(move |_: Request<Inner>| {
             let run = runs.fetch_add(1, Ordering::SeqCst);
             async move {
                 if run == 0 {
@@ -489,7 +493,7 @@ async fn a_panicking_handler_releases_the_key() {
     let runs = Arc::new(AtomicUsize::new(0));
     let handler = {
         let runs = Arc::clone(&runs);
-        service_fn(move |_: Request<Body>| {
+        service_fn(move |_: Request<Inner>| {
             let run = runs.fetch_add(1, Ordering::SeqCst);
             async move {
                 assert!(run > 0, "the first run panics");
@@ -696,12 +700,14 @@ async fn oversize_and_streaming_responses_complete_without_a_replay() {
     let runs = Arc::new(AtomicUsize::new(0));
     let handler = {
         let runs = Arc::clone(&runs);
-        service_fn(move |_: Request<axum::body::Body>| {
-            runs.fetch_add(1, Ordering::SeqCst);
-            let chunks = vec![Ok::<_, Infallible>(Bytes::from("a")), Ok(Bytes::from("b"))];
-            let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
-            async move { Ok::<_, Infallible>(Response::new(body)) }
-        })
+        service_fn(
+            move |_: Request<tower_idempotency::RequestBody<axum::body::Body>>| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let chunks = vec![Ok::<_, Infallible>(Bytes::from("a")), Ok(Bytes::from("b"))];
+                let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+                async move { Ok::<_, Infallible>(Response::new(body)) }
+            },
+        )
     };
     let service = ServiceBuilder::new()
         .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()))
@@ -806,7 +812,7 @@ async fn a_failing_store_gets_503_and_the_handler_never_runs() {
 async fn poll_ready_is_the_inner_services() {
     let layer = IdempotencyLayer::new(MemoryStore::new(), tenant_scope());
     let (mut service, mut handle) =
-        tower_test::mock::spawn_layer::<Request<Body>, Response<Body>, _>(layer);
+        tower_test::mock::spawn_layer::<Request<Inner>, Response<Body>, _>(layer);
     handle.allow(0);
     assert!(service.poll_ready().is_pending());
     handle.allow(1);
@@ -858,7 +864,7 @@ async fn a_request_dropped_after_the_handler_answered_is_never_run_again() {
     let runs = Arc::new(AtomicUsize::new(0));
     let handler = {
         let runs = Arc::clone(&runs);
-        service_fn(move |_: Request<Body>| {
+        service_fn(move |_: Request<Inner>| {
             runs.fetch_add(1, Ordering::SeqCst);
             async { Ok::<_, Infallible>(Response::new(MaybeStuck::Stuck)) }
         })
@@ -888,7 +894,7 @@ async fn event_streams_are_not_kept_and_credentials_are_never_replayed() {
     let runs = Arc::new(AtomicUsize::new(0));
     let handler = {
         let runs = Arc::clone(&runs);
-        service_fn(move |_: Request<Body>| {
+        service_fn(move |_: Request<Inner>| {
             runs.fetch_add(1, Ordering::SeqCst);
             let mut response = Response::new(Body::from("data: 1\n\n"));
             response

@@ -56,6 +56,7 @@ fn response(body: usize) -> Outcome {
         status: StatusCode::CREATED,
         headers: vec![(http::header::LOCATION, "/orders/1".parse().unwrap())],
         body: Bytes::from(vec![b'x'; body]),
+        trailers: Vec::new(),
     })
 }
 

@@ -68,6 +68,7 @@ fn outcome(body: u8) -> Outcome {
         status: StatusCode::CREATED,
         headers: Vec::new(),
         body: Bytes::from(vec![body; usize::from(body) + 1]),
+        trailers: Vec::new(),
     })
 }
 

@@ -22,6 +22,10 @@ async fn connect(url: &str, prefix: &str) -> RedisStore {
 }
 
 type Body = Full<Bytes>;
+/// What the handler behind the layer reads.
+type Inner = tower_idempotency::RequestBody<Body>;
+/// What the layer answers with.
+type Out = tower_idempotency::ResponseBody<Body>;
 
 fn post(key: &str) -> Request<Body> {
     Request::post("/orders")
@@ -36,7 +40,7 @@ async fn instance(
     url: &str,
     prefix: &str,
     runs: &Arc<AtomicUsize>,
-) -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send>
+) -> impl Service<Request<Body>, Response = Response<Out>, Error = Infallible, Future: Send>
 + Clone
 + use<> {
     let store = connect(url, prefix).await;
@@ -46,7 +50,7 @@ async fn instance(
             store,
             Scope::header(http::HeaderName::from_static("x-tenant")),
         ))
-        .service(service_fn(move |_: Request<Body>| {
+        .service(service_fn(move |_: Request<Inner>| {
             let runs = Arc::clone(&runs);
             async move {
                 let run = runs.fetch_add(1, Ordering::SeqCst) + 1;
@@ -217,7 +221,7 @@ async fn a_frozen_redis_mid_stream_fails_closed_fast_and_recovers_when_it_thaws(
             store,
             Scope::header(http::HeaderName::from_static("x-tenant")),
         ))
-        .service(service_fn(move |_: Request<Body>| {
+        .service(service_fn(move |_: Request<Inner>| {
             counter.fetch_add(1, Ordering::SeqCst);
             async { Ok::<_, Infallible>(Response::new(Body::from("created"))) }
         }));

@@ -40,7 +40,7 @@ const SHARDS: usize = 16;
 /// - **Atomic claims**: of many concurrent claims on one key, exactly one wins (one lock per
 ///   shard, held for the claim).
 /// - **A byte budget** (default [`DEFAULT_MAX_BYTES`], 64 MiB) counts each entry's real
-///   size: [`ENTRY_OVERHEAD`] plus, for a record, its body and header bytes (the body is
+///   size: [`ENTRY_OVERHEAD`] plus, for a record, its body, header and trailer bytes (the body is
 ///   copied to an allocation of its own size, so a slice of a larger buffer never keeps the
 ///   rest alive).
 /// - **A share per scope** (default an eighth of the budget): a scope (tenant) over its
@@ -150,6 +150,7 @@ fn response_bytes(response: &StoredResponse) -> usize {
     let headers: usize = response
         .headers
         .iter()
+        .chain(&response.trailers)
         .map(|(name, value)| HEADER_OVERHEAD + name.as_str().len() + value.len())
         .sum();
     response.body.len() + headers

@@ -150,7 +150,7 @@ impl fmt::Debug for FencingToken {
 }
 
 /// A response kept for replay: status, the allow-listed header lines (raw, in order, never
-/// split on commas) and the body.
+/// split on commas), the body and its trailers (a gRPC call's `grpc-status` and friends).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredResponse {
     /// The original status.
@@ -159,6 +159,8 @@ pub struct StoredResponse {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The whole body.
     pub body: Bytes,
+    /// The trailer lines, in order (empty for most HTTP responses).
+    pub trailers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// The result of a completed request.

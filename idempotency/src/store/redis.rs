@@ -260,7 +260,9 @@ struct Wire {
     outcome: WireOutcome,
 }
 
-/// [`Outcome`] as stored.
+/// [`Outcome`] as stored. Variants are only ever appended, so records written by an older
+/// version stay readable, and a response without trailers is written as `Response`, which
+/// every version reads.
 #[derive(Serialize, Deserialize)]
 enum WireOutcome {
     Response {
@@ -269,6 +271,33 @@ enum WireOutcome {
         body: Vec<u8>,
     },
     NotReplayable,
+    ResponseWithTrailers {
+        status: u16,
+        headers: Vec<(String, Vec<u8>)>,
+        body: Vec<u8>,
+        trailers: Vec<(String, Vec<u8>)>,
+    },
+}
+
+fn wire_lines(lines: &[(HeaderName, HeaderValue)]) -> Vec<(String, Vec<u8>)> {
+    lines
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+fn header_lines(
+    lines: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, StoreError> {
+    lines
+        .into_iter()
+        .map(|(name, value)| {
+            Ok((
+                HeaderName::from_bytes(name.as_bytes()).map_err(corrupt)?,
+                HeaderValue::from_bytes(&value).map_err(corrupt)?,
+            ))
+        })
+        .collect()
 }
 
 /// The start of every in-flight value of `token`: `F` and the token, big-endian.
@@ -300,14 +329,16 @@ fn malformed(message: &'static str) -> StoreError {
 
 fn encode_completed(fingerprint: &Fingerprint, outcome: &Outcome) -> Result<Vec<u8>, StoreError> {
     let outcome = match outcome {
-        Outcome::Response(response) => WireOutcome::Response {
+        Outcome::Response(response) if response.trailers.is_empty() => WireOutcome::Response {
             status: response.status.as_u16(),
-            headers: response
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-                .collect(),
+            headers: wire_lines(&response.headers),
             body: response.body.to_vec(),
+        },
+        Outcome::Response(response) => WireOutcome::ResponseWithTrailers {
+            status: response.status.as_u16(),
+            headers: wire_lines(&response.headers),
+            body: response.body.to_vec(),
+            trailers: wire_lines(&response.trailers),
         },
         Outcome::NotReplayable => WireOutcome::NotReplayable,
     };
@@ -358,26 +389,26 @@ fn decode(value: &[u8], pttl: i64) -> Result<Claim, StoreError> {
 }
 
 fn decode_outcome(outcome: WireOutcome) -> Result<Outcome, StoreError> {
-    Ok(match outcome {
-        WireOutcome::NotReplayable => Outcome::NotReplayable,
+    let (status, headers, body, trailers) = match outcome {
+        WireOutcome::NotReplayable => return Ok(Outcome::NotReplayable),
         WireOutcome::Response {
             status,
             headers,
             body,
-        } => Outcome::Response(StoredResponse {
-            status: StatusCode::from_u16(status).map_err(corrupt)?,
-            headers: headers
-                .into_iter()
-                .map(|(name, value)| -> Result<_, StoreError> {
-                    Ok((
-                        HeaderName::from_bytes(name.as_bytes()).map_err(corrupt)?,
-                        HeaderValue::from_bytes(&value).map_err(corrupt)?,
-                    ))
-                })
-                .collect::<Result<_, StoreError>>()?,
-            body: Bytes::from(body),
-        }),
-    })
+        } => (status, headers, body, Vec::new()),
+        WireOutcome::ResponseWithTrailers {
+            status,
+            headers,
+            body,
+            trailers,
+        } => (status, headers, body, trailers),
+    };
+    Ok(Outcome::Response(StoredResponse {
+        status: StatusCode::from_u16(status).map_err(corrupt)?,
+        headers: header_lines(headers)?,
+        body: Bytes::from(body),
+        trailers: header_lines(trailers)?,
+    }))
 }
 
 fn parse_fenced(reply: i64) -> Result<Fenced, StoreError> {

@@ -140,6 +140,33 @@ impl GrpcCode {
     }
 }
 
+impl GrpcCode {
+    /// The HTTP status of the code, as `google/rpc/code.proto` maps it (`CANCELLED` is 499).
+    pub fn http_status(self) -> StatusCode {
+        let status = match self {
+            GrpcCode::Ok => 200,
+            GrpcCode::InvalidArgument | GrpcCode::FailedPrecondition | GrpcCode::OutOfRange => 400,
+            GrpcCode::Unauthenticated => 401,
+            GrpcCode::PermissionDenied => 403,
+            GrpcCode::NotFound => 404,
+            GrpcCode::Aborted | GrpcCode::AlreadyExists => 409,
+            GrpcCode::ResourceExhausted => 429,
+            GrpcCode::Cancelled => 499,
+            GrpcCode::Unknown | GrpcCode::Internal | GrpcCode::DataLoss => 500,
+            GrpcCode::Unimplemented => 501,
+            GrpcCode::Unavailable => 503,
+            GrpcCode::DeadlineExceeded => 504,
+        };
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The code in a `grpc-status` value, if it is one.
+    pub fn from_header(value: &http::HeaderValue) -> Option<Self> {
+        let value = std::str::from_utf8(value.as_bytes()).ok()?;
+        Self::from_value(value.trim().parse().ok()?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +206,23 @@ mod tests {
         }
         assert_eq!(GrpcCode::from_value(17), None);
         assert_eq!(GrpcCode::from_value(-1), None);
+    }
+
+    #[test]
+    fn codes_map_to_http_statuses_like_code_proto() {
+        assert_eq!(GrpcCode::Ok.http_status(), 200);
+        assert_eq!(GrpcCode::Cancelled.http_status(), 499);
+        assert_eq!(GrpcCode::Unavailable.http_status(), 503);
+        assert_eq!(GrpcCode::Aborted.http_status(), 409);
+        for value in 0..=16 {
+            let code = GrpcCode::from_value(value).expect("a code");
+            let header = http::HeaderValue::from(value);
+            assert_eq!(GrpcCode::from_header(&header), Some(code));
+        }
+        assert_eq!(
+            GrpcCode::from_header(&http::HeaderValue::from_static("x")),
+            None
+        );
     }
 
     #[test]

@@ -1,0 +1,342 @@
+//! [`RequestBody`], what the handler reads, and [`ResponseBody`], what the layer answers
+//! with: the handler's body passed through, a body it wrote (a rejection, a replay with its
+//! trailers), or a gRPC response streamed through while a copy is kept for replay.
+
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower_problem_details::GrpcCode;
+
+use crate::policy::OutcomePolicy;
+use crate::store::StoredResponse;
+
+pin_project! {
+    /// The request body the handler behind [`Idempotency`](crate::Idempotency) reads: the
+    /// original body, or, for a request the layer read to fingerprint it, those same bytes.
+    ///
+    /// axum's and tonic's routers take any body, so this is invisible there; a plain
+    /// `service_fn` handler names it (`Request<RequestBody<B>>`) or is generic over the body.
+    pub struct RequestBody<B> {
+        #[pin]
+        kind: RequestKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = RequestKindProj]
+    enum RequestKind<B> {
+        Inner { #[pin] body: B },
+        Read { data: Option<Bytes> },
+    }
+}
+
+impl<B> RequestBody<B> {
+    /// The original body, passed through.
+    pub fn new(body: B) -> Self {
+        RequestBody {
+            kind: RequestKind::Inner { body },
+        }
+    }
+
+    /// A body of bytes already read.
+    pub fn read(data: Bytes) -> Self {
+        RequestBody {
+            kind: RequestKind::Read {
+                data: (!data.is_empty()).then_some(data),
+            },
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for RequestBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            RequestKindProj::Inner { body } => body.poll_frame(cx),
+            RequestKindProj::Read { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            RequestKind::Inner { body } => body.is_end_stream(),
+            RequestKind::Read { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            RequestKind::Inner { body } => body.size_hint(),
+            RequestKind::Read { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+impl<B> fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            RequestKind::Inner { .. } => f.write_str("RequestBody::Inner"),
+            RequestKind::Read { data } => f.debug_tuple("RequestBody::Read").field(data).finish(),
+        }
+    }
+}
+
+pin_project! {
+    /// The response body of [`Idempotency`](crate::Idempotency).
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: ResponseKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = ResponseKindProj]
+    enum ResponseKind<B> {
+        Inner { #[pin] body: B },
+        Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        Kept { #[pin] body: B, tee: Box<Tee> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        ResponseBody {
+            kind: ResponseKind::Inner { body },
+        }
+    }
+
+    pub(crate) fn full(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        ResponseBody {
+            kind: ResponseKind::Full {
+                data: (!data.is_empty()).then_some(data),
+                trailers,
+            },
+        }
+    }
+
+    pub(crate) fn kept(body: B, tee: Tee) -> Self {
+        ResponseBody {
+            kind: ResponseKind::Kept {
+                body,
+                tee: Box::new(tee),
+            },
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            ResponseKindProj::Inner { body } => body.poll_frame(cx),
+            ResponseKindProj::Full { data, trailers } => Poll::Ready(match data.take() {
+                Some(data) => Some(Ok(Frame::data(data))),
+                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
+            }),
+            ResponseKindProj::Kept { body, tee } => {
+                tee.renew_when_due(cx);
+                let frame = ready!(body.poll_frame(cx));
+                match &frame {
+                    Some(Ok(frame)) => {
+                        if let Some(data) = frame.data_ref() {
+                            tee.data(data);
+                        } else if let Some(trailers) = frame.trailers_ref() {
+                            tee.end(Some(trailers));
+                        }
+                    }
+                    // The handler ran, but its body broke: never run it again.
+                    Some(Err(_)) => tee.settle(Settlement::Unreplayable),
+                    None => tee.end(None),
+                }
+                Poll::Ready(frame)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            ResponseKind::Inner { body } | ResponseKind::Kept { body, .. } => body.is_end_stream(),
+            ResponseKind::Full { data, trailers } => data.is_none() && trailers.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            ResponseKind::Inner { body } | ResponseKind::Kept { body, .. } => body.size_hint(),
+            ResponseKind::Full { data, .. } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}
+
+impl<B> fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ResponseKind::Inner { .. } => f.write_str("ResponseBody::Inner"),
+            ResponseKind::Full { data, trailers } => f
+                .debug_struct("ResponseBody::Full")
+                .field("data", data)
+                .field("trailers", trailers)
+                .finish(),
+            ResponseKind::Kept { .. } => f.write_str("ResponseBody::Kept"),
+        }
+    }
+}
+
+/// How a streamed-through response ends its claim.
+pub(crate) enum Settlement {
+    /// Completed with this response to replay.
+    Keep(StoredResponse),
+    /// Completed without a replayable response (a stream, too large, broken).
+    Unreplayable,
+    /// Given back: the call failed in a way a retry may cure.
+    Release,
+}
+
+pub(crate) type Settle = Box<dyn FnOnce(Settlement) + Send>;
+pub(crate) type Renew = Box<dyn Fn() + Send + Sync>;
+
+/// The copy of a gRPC response kept while it streams to the client, and the claim it ends.
+///
+/// Bounds: at most `limit` bytes are copied; the copy is dropped at the first byte over it, or
+/// when a second message starts (a server stream, never replayed), and the claim is completed
+/// without a replayable result at once. The lease is renewed every `lease / 3` while the body
+/// is polled, until the claim is settled. If the body is dropped unfinished, dropping the
+/// settle closure drops the claim guard, which completes the claim as not replayable.
+pub(crate) struct Tee {
+    kept: Option<(StoredResponse, BytesMut)>,
+    limit: usize,
+    policy: OutcomePolicy,
+    settle: Option<Settle>,
+    renewal: Option<(Pin<Box<Sleep>>, Duration, Renew)>,
+}
+
+impl Tee {
+    pub(crate) fn new(
+        start: StoredResponse,
+        limit: usize,
+        policy: OutcomePolicy,
+        settle: Settle,
+        lease: Duration,
+        renew: Renew,
+    ) -> Self {
+        let every = lease / 3;
+        Tee {
+            kept: Some((start, BytesMut::new())),
+            limit,
+            policy,
+            settle: Some(settle),
+            renewal: Some((Box::pin(tokio::time::sleep(every)), every, renew)),
+        }
+    }
+
+    fn renew_when_due(&mut self, cx: &mut Context<'_>) {
+        let Some((sleep, every, renew)) = &mut self.renewal else {
+            return;
+        };
+        while sleep.as_mut().poll(cx).is_ready() {
+            renew();
+            sleep.as_mut().reset(Instant::now() + *every);
+        }
+    }
+
+    fn data(&mut self, data: &Bytes) {
+        let Some((_, copy)) = &mut self.kept else {
+            return;
+        };
+        if copy.len() + data.len() > self.limit {
+            return self.settle(Settlement::Unreplayable);
+        }
+        copy.extend_from_slice(data);
+        if grpc_messages_started(copy) > 1 {
+            self.settle(Settlement::Unreplayable);
+        }
+    }
+
+    fn end(&mut self, trailers: Option<&HeaderMap>) {
+        let Some((mut stored, copy)) = self.kept.take() else {
+            return;
+        };
+        let trailers = trailers.map(lines).unwrap_or_default();
+        let code = trailers
+            .iter()
+            .find(|(name, _)| name == "grpc-status")
+            .and_then(|(_, value)| GrpcCode::from_header(value));
+        // A call that ended without a status is broken, whatever its HTTP status said.
+        let status = code.map_or(StatusCode::INTERNAL_SERVER_ERROR, GrpcCode::http_status);
+        stored.body = copy.freeze();
+        stored.trailers = trailers;
+        let settlement = if code.is_none() {
+            Settlement::Unreplayable
+        } else if self.policy.keeps(status) {
+            Settlement::Keep(stored)
+        } else {
+            Settlement::Release
+        };
+        self.settle(settlement);
+    }
+
+    fn settle(&mut self, settlement: Settlement) {
+        self.kept = None;
+        self.renewal = None;
+        if let Some(settle) = self.settle.take() {
+            settle(settlement);
+        }
+    }
+}
+
+/// The header lines of `map`, in order.
+pub(crate) fn lines(map: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    map.iter().map(|(n, v)| (n.clone(), v.clone())).collect()
+}
+
+/// How many gRPC messages (a 5-byte prefix: a compression flag and a big-endian length,
+/// then the message) have started in `data`.
+fn grpc_messages_started(data: &[u8]) -> usize {
+    let mut started = 0;
+    let mut at = 0usize;
+    while at < data.len() {
+        started += 1;
+        let Some(prefix) = data.get(at..at + 5) else {
+            break;
+        };
+        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+        at = at.saturating_add(5).saturating_add(len as usize);
+    }
+    started
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_counted_from_their_prefixes() {
+        assert_eq!(grpc_messages_started(&[]), 0);
+        assert_eq!(grpc_messages_started(&[0, 0, 0]), 1);
+        assert_eq!(grpc_messages_started(&[0, 0, 0, 0, 2, 7, 7]), 1);
+        assert_eq!(grpc_messages_started(&[0, 0, 0, 0, 2, 7, 7, 0]), 2);
+        assert_eq!(grpc_messages_started(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), 2);
+        assert_eq!(grpc_messages_started(&[0, 255, 255, 255, 255, 1]), 1);
+    }
+}
