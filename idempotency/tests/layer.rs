@@ -930,3 +930,60 @@ async fn event_streams_are_not_kept_and_credentials_are_never_replayed() {
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
     assert!(!replay.headers().contains_key(SET_COOKIE));
 }
+
+#[tokio::test]
+async fn a_replaced_responder_shapes_every_refusal_and_the_typed_reason_stays() {
+    // An API that answers its refusals as `{"error": slug}`, with a support link.
+    let responder = tower_problem_details::Responder::new(|rejection, _protocol| {
+        let slug = rejection.kind().map_or("bad-request", |kind| kind.slug());
+        let mut response = Response::new(Bytes::from(format!(r#"{{"error":"{slug}"}}"#)));
+        *response.status_mut() = rejection.problem().status();
+        response.headers_mut().insert(
+            "link",
+            "<https://example.com/help>; rel=\"help\"".parse().unwrap(),
+        );
+        response
+    });
+    let runs = Arc::new(AtomicUsize::new(0));
+    let service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(MemoryStore::new(), tenant_scope())
+                .require_key()
+                .responder(responder),
+        )
+        .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+
+    let missing = service.clone().oneshot(post(None, "{}")).await.unwrap();
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    assert!(missing.headers().contains_key("link"));
+    assert_eq!(
+        missing.extensions().get::<IdempotencyRejection>(),
+        Some(&IdempotencyRejection::KeyMissing)
+    );
+    assert_eq!(
+        missing.extensions().get::<IdempotencyOutcome>(),
+        Some(&IdempotencyOutcome::Rejected)
+    );
+    assert_eq!(
+        text(missing).await,
+        r#"{"error":"idempotency-key-missing"}"#
+    );
+
+    service
+        .clone()
+        .oneshot(post(Some("r"), "{}"))
+        .await
+        .unwrap();
+    let reused = service
+        .clone()
+        .oneshot(post(Some("r"), "{\"a\":1}"))
+        .await
+        .unwrap();
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        reused.extensions().get::<IdempotencyRejection>(),
+        Some(&IdempotencyRejection::Reused)
+    );
+    assert_eq!(text(reused).await, r#"{"error":"idempotency-key-reused"}"#);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

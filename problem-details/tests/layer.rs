@@ -394,3 +394,42 @@ fn layer_service_future_and_body_are_send_and_sync() {
     assert_send_sync::<ResponseBody<Full<Bytes>>>();
     assert_send_sync::<Problem>();
 }
+
+#[tokio::test]
+async fn a_replaced_responder_renders_the_problems_the_layer_makes() {
+    // Problems as `{"error": title}` for an older client base; the layer still sets the status,
+    // keeps the handler's other headers and stamps the request id.
+    let responder = tower_problem_details::Responder::new(|rejection, _protocol| {
+        let title = rejection.problem().title().unwrap_or_default().to_owned();
+        let mut response = Response::new(Bytes::from(format!(r#"{{"error":"{title}"}}"#)));
+        *response.status_mut() = rejection.problem().status();
+        response
+            .headers_mut()
+            .insert("content-type", "application/json".parse().expect("valid"));
+        response
+    });
+    let response = through(
+        ProblemLayer::new().responder(responder),
+        Request::new(Full::default()),
+        || {
+            let mut response = respond(405, None, "");
+            response
+                .headers_mut()
+                .insert("allow", "GET".parse().expect("valid"));
+            response
+        },
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["allow"], "GET");
+    assert!(response.headers().contains_key("x-request-id"));
+    assert!(response.extensions().get::<Problem>().is_some());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("infallible")
+        .to_bytes();
+    assert_eq!(body, r#"{"error":"Method Not Allowed"}"#);
+}
