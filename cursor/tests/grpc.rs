@@ -30,7 +30,7 @@ fn status(rejection: &Rejection) -> Status {
 }
 
 /// Lists 1..=ITEMS, optionally only the even ones, by keyset on the item.
-fn list(paginator: &Paginator, request: ListRequest) -> Result<ListReply, Status> {
+fn list(paginator: &Paginator, request: &ListRequest) -> Result<ListReply, Status> {
     let query = QueryFingerprint::builder().param("filter", request.filter.clone());
     let page = paginator
         .grpc_page_request::<u64>(METHOD, request.page_size, &request.page_token, query)
@@ -51,7 +51,7 @@ fn list(paginator: &Paginator, request: ListRequest) -> Result<ListReply, Status
 
 async fn serve() -> SocketAddr {
     let paginator = paginator();
-    let echo = EchoHandler::new().with_lister(move |request| list(&paginator, request));
+    let echo = EchoHandler::new().with_lister(move |request| list(&paginator, &request));
     let (incoming, addr) = grpc::listener().await;
     let router = Server::builder().add_service(echo.server());
     tokio::spawn(router.serve_with_incoming(incoming));

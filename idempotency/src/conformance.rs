@@ -24,7 +24,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use tokio::task::JoinSet;
 
 use crate::store::{
-    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreKey, StoredResponse,
+    Claim, Completion, Fenced, FencingToken, Fingerprint, IdempotencyStore, StoreKey,
+    StoredResponse,
 };
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -131,7 +132,7 @@ pub async fn claim_is_exclusive<St: IdempotencyStore>(store: &St) {
 pub async fn completed_results_are_returned_intact<St: IdempotencyStore>(store: &St) {
     let key = fresh_key();
     let token = claimed(store, key, fingerprint(3), LEASE).await;
-    let outcome = Outcome::Response(sample_response());
+    let outcome = Completion::Response(sample_response());
     let fenced = store
         .complete(key, token, fingerprint(3), outcome.clone(), TTL)
         .await
@@ -139,7 +140,7 @@ pub async fn completed_results_are_returned_intact<St: IdempotencyStore>(store: 
     assert_eq!(fenced, Fenced::Applied, "the holder's complete must apply");
     // The token is spent: a second complete or a release changes nothing.
     let again = store
-        .complete(key, token, fingerprint(3), Outcome::NotReplayable, TTL)
+        .complete(key, token, fingerprint(3), Completion::NotReplayable, TTL)
         .await
         .expect("complete failed");
     assert_eq!(
@@ -200,7 +201,7 @@ pub async fn foreign_tokens_change_nothing<St: IdempotencyStore>(store: &St) {
     };
     stale(
         store
-            .complete(key, foreign, fingerprint(4), Outcome::NotReplayable, TTL)
+            .complete(key, foreign, fingerprint(4), Completion::NotReplayable, TTL)
             .await,
         "complete",
     );
@@ -210,7 +211,13 @@ pub async fn foreign_tokens_change_nothing<St: IdempotencyStore>(store: &St) {
     let vacant = fresh_key();
     stale(
         store
-            .complete(vacant, token, fingerprint(4), Outcome::NotReplayable, TTL)
+            .complete(
+                vacant,
+                token,
+                fingerprint(4),
+                Completion::NotReplayable,
+                TTL,
+            )
             .await,
         "complete on a vacant key",
     );
@@ -247,7 +254,7 @@ pub async fn release_reopens_the_key<St: IdempotencyStore>(store: &St) {
     assert_ne!(first, second, "every claim must get a new token");
     assert_eq!(
         store
-            .complete(key, first, fingerprint(5), Outcome::NotReplayable, TTL)
+            .complete(key, first, fingerprint(5), Completion::NotReplayable, TTL)
             .await
             .expect("complete failed"),
         Fenced::Stale,
@@ -266,7 +273,7 @@ pub async fn expired_lease_is_taken_over_and_fences_the_old_owner<St: Idempotenc
     let new = claimed(store, key, fingerprint(6), LEASE).await;
     assert_eq!(
         store
-            .complete(key, old, fingerprint(6), Outcome::NotReplayable, TTL)
+            .complete(key, old, fingerprint(6), Completion::NotReplayable, TTL)
             .await
             .expect("complete failed"),
         Fenced::Stale,
@@ -276,7 +283,7 @@ pub async fn expired_lease_is_taken_over_and_fences_the_old_owner<St: Idempotenc
         store.release(key, old).await.expect("release failed"),
         Fenced::Stale
     );
-    let outcome = Outcome::Response(sample_response());
+    let outcome = Completion::Response(sample_response());
     assert_eq!(
         store
             .complete(key, new, fingerprint(6), outcome.clone(), TTL)
@@ -300,7 +307,7 @@ pub async fn expired_lease_is_taken_over_and_fences_the_old_owner<St: Idempotenc
     tokio::time::sleep(SHORT * 2).await;
     assert_eq!(
         store
-            .complete(key, late, fingerprint(6), Outcome::NotReplayable, TTL)
+            .complete(key, late, fingerprint(6), Completion::NotReplayable, TTL)
             .await
             .expect("complete failed"),
         Fenced::Stale,
@@ -334,7 +341,7 @@ pub async fn renew_extends_the_lease<St: IdempotencyStore>(store: &St) {
     );
     assert_eq!(
         store
-            .complete(key, token, fingerprint(7), Outcome::NotReplayable, TTL)
+            .complete(key, token, fingerprint(7), Completion::NotReplayable, TTL)
             .await
             .expect("complete failed"),
         Fenced::Applied
@@ -350,7 +357,7 @@ pub async fn records_expire_after_their_ttl<St: IdempotencyStore>(store: &St) {
             key,
             token,
             fingerprint(8),
-            Outcome::Response(sample_response()),
+            Completion::Response(sample_response()),
             SHORT * 3,
         )
         .await
@@ -376,7 +383,7 @@ pub async fn not_replayable_results_are_kept<St: IdempotencyStore>(store: &St) {
     let key = fresh_key();
     let token = claimed(store, key, fingerprint(9), LEASE).await;
     store
-        .complete(key, token, fingerprint(9), Outcome::NotReplayable, TTL)
+        .complete(key, token, fingerprint(9), Completion::NotReplayable, TTL)
         .await
         .expect("complete failed");
     match store
@@ -384,7 +391,7 @@ pub async fn not_replayable_results_are_kept<St: IdempotencyStore>(store: &St) {
         .await
         .expect("claim failed")
     {
-        Claim::Completed { outcome, .. } => assert_eq!(outcome, Outcome::NotReplayable),
+        Claim::Completed { outcome, .. } => assert_eq!(outcome, Completion::NotReplayable),
         other => panic!("expected Completed(NotReplayable), got {other:?}"),
     }
 }

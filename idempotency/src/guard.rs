@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::future::{Either, select};
 
-use crate::store::{FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreKey};
+use crate::store::{Completion, FencingToken, Fingerprint, IdempotencyStore, StoreKey};
 
 /// What dropping the guard does to the claim.
 enum OnDrop {
@@ -81,7 +81,7 @@ impl<St: IdempotencyStore> ClaimGuard<St> {
     pub(crate) async fn complete(
         mut self,
         fingerprint: Fingerprint,
-        outcome: Outcome,
+        outcome: Completion,
         ttl: Duration,
     ) {
         self.on_drop = OnDrop::Nothing;
@@ -150,7 +150,7 @@ impl<St: IdempotencyStore> Drop for ClaimGuard<St> {
                     self.key,
                     self.token,
                     fingerprint,
-                    Outcome::NotReplayable,
+                    Completion::NotReplayable,
                     ttl,
                 );
                 Box::pin(async move { crate::log::fenced("complete", complete.await) })

@@ -128,7 +128,7 @@ pub use store::memory::{
 #[cfg(feature = "redis")]
 pub use store::redis::RedisStore;
 pub use store::{
-    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, ScopeId, StoreKey,
+    Claim, Completion, Fenced, FencingToken, Fingerprint, IdempotencyStore, ScopeId, StoreKey,
     StoredResponse,
 };
 

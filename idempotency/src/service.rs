@@ -26,7 +26,7 @@ use crate::rejection::{IdempotencyRejection, rejection};
 use crate::replay::{keep_headers, replay};
 use crate::scope::{fingerprint, store_key};
 use crate::store::{
-    Claim, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreKey, StoredResponse,
+    Claim, Completion, FencingToken, Fingerprint, IdempotencyStore, StoreKey, StoredResponse,
 };
 
 /// What a client should wait before retrying a request whose original is in flight: the
@@ -136,9 +136,13 @@ struct Admitted {
 }
 
 /// What the claim phase decided.
-enum Claimed<B> {
+enum Claimed {
+    /// The key is ours: run the handler.
     Run(FencingToken),
-    Answered(Response<ResponseBody<B>>),
+    /// The original completed: replay it.
+    Replay(StoredResponse),
+    /// Refused, with a retry delay when the client may come back.
+    Refuse(IdempotencyRejection, Option<Duration>),
 }
 
 async fn run<S, St, ReqBody, ResBody>(
@@ -158,30 +162,36 @@ where
     if !config.methods.contains(request.method()) {
         return bypass(inner.call(request.map(RequestBody::new)).await);
     }
-    let admitted = match admit(&config, request, protocol).await {
+    let admitted = match admit(&config, request).await {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(request)) => return bypass(inner.call(request).await),
-        Err(refused) => return Ok(refused),
+        Err(reason) => return Ok(respond(&config, reason, None, protocol)),
     };
-    let token = match claim(&config, &admitted, protocol).await {
+    let token = match claim(&config, &admitted).await {
         Claimed::Run(token) => token,
-        Claimed::Answered(response) => return Ok(response),
+        Claimed::Replay(stored) => {
+            let mut response = replay(stored);
+            response
+                .extensions_mut()
+                .insert(IdempotencyOutcome::Replayed);
+            return Ok(response);
+        }
+        Claimed::Refuse(reason, wait) => return Ok(respond(&config, reason, wait, protocol)),
     };
     execute(&config, inner, admitted, token, protocol).await
 }
 
 /// Reads the key, the scope and the body: the admitted request, the request itself when the
-/// layer does not cover it (no key, not required), or the refusal.
-async fn admit<St, ReqBody, ResBody>(
+/// layer does not cover it (no key, not required), or why it is refused.
+async fn admit<St, ReqBody>(
     config: &Config<St>,
     request: Request<ReqBody>,
-    protocol: Protocol,
-) -> Result<Result<Admitted, Request<RequestBody<ReqBody>>>, Response<ResponseBody<ResBody>>>
+) -> Result<Result<Admitted, Request<RequestBody<ReqBody>>>, IdempotencyRejection>
 where
     ReqBody: Body<Data = Bytes>,
     ReqBody::Error: Into<BoxError>,
 {
-    let refuse = |reason| Err(respond(config, reason, None, protocol));
+    let refuse = Err;
     let key = match key::parse_idempotency_key(request.headers(), config.max_key_len) {
         Ok(Some(key)) => key,
         Ok(None) if config.required => return refuse(IdempotencyRejection::KeyMissing),
@@ -216,13 +226,9 @@ where
 }
 
 /// Claims the key, waiting for an original in flight if the layer is told to: the token to
-/// run the handler with, or the answer (a replay or a refusal).
-async fn claim<St: IdempotencyStore, B>(
-    config: &Config<St>,
-    admitted: &Admitted,
-    protocol: Protocol,
-) -> Claimed<B> {
-    let refuse = |reason, wait| Claimed::Answered(respond(config, reason, wait, protocol));
+/// run the handler with, the original's response to replay, or why the request is refused.
+async fn claim<St: IdempotencyStore>(config: &Config<St>, admitted: &Admitted) -> Claimed {
+    let refuse = Claimed::Refuse;
     let deadline = config.wait_in_flight.map(|wait| Instant::now() + wait);
     let mut pause = Duration::from_millis(10);
     loop {
@@ -239,14 +245,10 @@ async fn claim<St: IdempotencyStore, B>(
             }
             Ok(Claim::Completed { outcome, .. }) => {
                 return match outcome {
-                    Outcome::Response(stored) => {
-                        let mut response = replay(stored);
-                        response
-                            .extensions_mut()
-                            .insert(IdempotencyOutcome::Replayed);
-                        Claimed::Answered(response)
+                    Completion::Response(stored) => Claimed::Replay(stored),
+                    Completion::NotReplayable => {
+                        refuse(IdempotencyRejection::ResultUnavailable, None)
                     }
-                    Outcome::NotReplayable => refuse(IdempotencyRejection::ResultUnavailable, None),
                 };
             }
             Ok(Claim::InFlight { .. }) => match deadline {
@@ -356,7 +358,7 @@ where
         // Keeping it would mean buffering a stream: complete without a replayable result, so
         // the handler never runs twice, and pass the stream on untouched.
         guard
-            .complete(fingerprint, Outcome::NotReplayable, config.ttl)
+            .complete(fingerprint, Completion::NotReplayable, config.ttl)
             .await;
         return Ok(executed(Response::from_parts(
             parts,
@@ -374,7 +376,7 @@ where
                 ..start
             };
             guard
-                .complete(fingerprint, Outcome::Response(stored), config.ttl)
+                .complete(fingerprint, Completion::Response(stored), config.ttl)
                 .await;
             let body = ResponseBody::full(bytes, trailers);
             Ok(executed(Response::from_parts(parts, body)))
@@ -382,7 +384,7 @@ where
         Err(()) => {
             // The handler ran, but its body broke on the way: never run it again.
             guard
-                .complete(fingerprint, Outcome::NotReplayable, config.ttl)
+                .complete(fingerprint, Completion::NotReplayable, config.ttl)
                 .await;
             Ok(respond(
                 config,
@@ -408,12 +410,12 @@ fn tee<St: IdempotencyStore>(
             match settlement {
                 Settlement::Keep(stored) => {
                     guard
-                        .complete(fingerprint, Outcome::Response(stored), ttl)
+                        .complete(fingerprint, Completion::Response(stored), ttl)
                         .await;
                 }
                 Settlement::Unreplayable => {
                     guard
-                        .complete(fingerprint, Outcome::NotReplayable, ttl)
+                        .complete(fingerprint, Completion::NotReplayable, ttl)
                         .await;
                 }
                 Settlement::Release => guard.release().await,

@@ -179,7 +179,7 @@ async fn retry_after_says_when_the_breaker_next_tries_redis() {
 #[tokio::test(start_paused = true)]
 async fn an_open_breaker_still_lets_a_record_of_work_done_through() {
     use tower_idempotency::{
-        Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreKey,
+        Completion, Fenced, FencingToken, Fingerprint, IdempotencyStore, StoreKey,
     };
     let redis = FakeRedis::new(Reply::Refuse);
     let store = RedisStore::new(
@@ -211,7 +211,7 @@ async fn an_open_breaker_still_lets_a_record_of_work_done_through() {
     let token = FencingToken::from_u128(7);
     let ttl = Duration::from_secs(3600);
     let done = store
-        .complete(key, token, fingerprint, Outcome::NotReplayable, ttl)
+        .complete(key, token, fingerprint, Completion::NotReplayable, ttl)
         .await;
     assert_eq!(done.unwrap(), Fenced::Applied);
     assert_eq!(redis.calls(), calls + 1);

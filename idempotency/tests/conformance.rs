@@ -17,7 +17,7 @@ async fn memory_store_keeps_the_contract_across_threads() {
 #[tokio::test(start_paused = true)]
 async fn a_full_memory_store_evicts_completed_records_never_claims_in_flight() {
     use std::time::Duration;
-    use tower_idempotency::{Claim, ENTRY_OVERHEAD, Fingerprint, IdempotencyStore, Outcome};
+    use tower_idempotency::{Claim, Completion, ENTRY_OVERHEAD, Fingerprint, IdempotencyStore};
 
     let lease = Duration::from_secs(60);
     // Room for two entries.
@@ -55,7 +55,7 @@ async fn a_full_memory_store_evicts_completed_records_never_claims_in_flight() {
             a,
             token_a,
             fingerprint,
-            Outcome::NotReplayable,
+            Completion::NotReplayable,
             Duration::from_secs(3600),
         )
         .await

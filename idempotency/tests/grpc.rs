@@ -10,8 +10,8 @@ use tonic::transport::Server;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use tower_idempotency::{
-    Claim, Fenced, FencingToken, Fingerprint, IdempotencyLayer, IdempotencyStore, MemoryStore,
-    Outcome, Scope, StoreError, StoreErrorKind, StoreFuture, StoreKey,
+    Claim, Completion, Fenced, FencingToken, Fingerprint, IdempotencyLayer, IdempotencyStore,
+    MemoryStore, Scope, StoreError, StoreErrorKind, StoreFuture, StoreKey,
 };
 
 fn layer<St: IdempotencyStore>(store: St) -> IdempotencyLayer<St> {
@@ -173,7 +173,7 @@ impl IdempotencyStore for DownStore {
         _: StoreKey,
         _: FencingToken,
         _: Fingerprint,
-        _: Outcome,
+        _: Completion,
         _: Duration,
     ) -> StoreFuture<Fenced> {
         down()

@@ -12,8 +12,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_idempotency::{
-    Claim, Fenced, FencingToken, Fingerprint, IdempotencyLayer, IdempotencyOutcome,
-    IdempotencyRejection, IdempotencyStore, MemoryStore, Outcome, Scope, ScopedKey, StoreError,
+    Claim, Completion, Fenced, FencingToken, Fingerprint, IdempotencyLayer, IdempotencyOutcome,
+    IdempotencyRejection, IdempotencyStore, MemoryStore, Scope, ScopedKey, StoreError,
     StoreErrorKind, StoreFuture, StoreKey,
 };
 
@@ -747,7 +747,7 @@ impl IdempotencyStore for SlowReleases {
         key: StoreKey,
         token: FencingToken,
         fingerprint: Fingerprint,
-        outcome: Outcome,
+        outcome: Completion,
         ttl: Duration,
     ) -> StoreFuture<Fenced> {
         self.0.complete(key, token, fingerprint, outcome, ttl)
@@ -777,7 +777,7 @@ impl IdempotencyStore for DownStore {
         _: StoreKey,
         _: FencingToken,
         _: Fingerprint,
-        _: Outcome,
+        _: Completion,
         _: Duration,
     ) -> StoreFuture<Fenced> {
         Box::pin(async { Err(StoreError::new(StoreErrorKind::Unavailable, "down")) })

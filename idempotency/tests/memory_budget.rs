@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::StatusCode;
 use proptest::prelude::*;
 use tower_idempotency::{
-    Claim, ENTRY_OVERHEAD, Fenced, FencingToken, Fingerprint, IdempotencyStore, MemoryStore,
-    Outcome, ScopeId, StoreKey, StoredResponse,
+    Claim, Completion, ENTRY_OVERHEAD, Fenced, FencingToken, Fingerprint, IdempotencyStore,
+    MemoryStore, ScopeId, StoreKey, StoredResponse,
 };
 
 /// The scopes: 1 and 17 share one of the store's 16 shards, 2 has one of its own. The fair
@@ -51,8 +51,8 @@ fn fingerprint() -> Fingerprint {
     Fingerprint::from_bytes([7; 32])
 }
 
-fn response(body: usize) -> Outcome {
-    Outcome::Response(StoredResponse {
+fn response(body: usize) -> Completion {
+    Completion::Response(StoredResponse {
         status: StatusCode::CREATED,
         headers: vec![(http::header::LOCATION, "/orders/1".parse().unwrap())],
         body: Bytes::from(vec![b'x'; body]),
@@ -88,7 +88,7 @@ async fn check(store: &MemoryStore, max_bytes: usize, ops: &[Op], fair: bool) {
                         .unwrap();
                     assert_eq!(done, Fenced::Applied, "a held claim is never evicted");
                     if let Ok(Claim::Completed {
-                        outcome: Outcome::Response(_),
+                        outcome: Completion::Response(_),
                         ..
                     }) = store.claim(key, fingerprint(), LEASE).await
                     {

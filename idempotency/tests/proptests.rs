@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use proptest::prelude::*;
 use tower_idempotency::{
-    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, MemoryStore, Outcome,
+    Claim, Completion, Fenced, FencingToken, Fingerprint, IdempotencyStore, MemoryStore,
     StoredResponse, conformance,
 };
 
@@ -63,8 +63,8 @@ fn expected(holds: bool) -> Fenced {
     }
 }
 
-fn outcome(body: u8) -> Outcome {
-    Outcome::Response(StoredResponse {
+fn outcome(body: u8) -> Completion {
+    Completion::Response(StoredResponse {
         status: StatusCode::CREATED,
         headers: Vec::new(),
         body: Bytes::from(vec![body; usize::from(body) + 1]),

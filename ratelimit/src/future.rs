@@ -17,7 +17,7 @@ use crate::decision::Decisions;
 use crate::headers::stamp;
 use crate::key::RateLimitKey;
 use crate::layer::{Config, State};
-use crate::metrics::{DecisionEvent, Outcome};
+use crate::metrics::{DecisionEvent, Verdict};
 use crate::rejection::{self, RateLimitRejection};
 use crate::store::RateLimitStore;
 
@@ -114,29 +114,29 @@ where
                         key,
                     } = this.pending.take().expect("polled after completion");
                     let (config, state) = this.context.as_ref().expect("set while deciding");
-                    let report = |outcome| {
+                    let report = |verdict| {
                         config.report(
                             &state.counters,
                             &DecisionEvent {
                                 key: Some(&key),
                                 policies: &config.policies,
-                                outcome,
+                                verdict,
                             },
                         );
                     };
                     match result {
                         Ok(decisions) if decisions.allowed() || config.shadow => {
                             report(if decisions.allowed() {
-                                Outcome::Allowed(&decisions)
+                                Verdict::Allowed(&decisions)
                             } else {
-                                Outcome::ShadowRejected(&decisions)
+                                Verdict::ShadowRejected(&decisions)
                             });
                             *this.decisions = Some(decisions);
                             let future = inner.call(request);
                             this.step.set(Step::Calling { future });
                         }
                         Ok(decisions) => {
-                            report(Outcome::Rejected(&decisions));
+                            report(Verdict::Rejected(&decisions));
                             let (rejection, reason) = rejection::quota_exceeded(
                                 &config.catalog,
                                 &config.policies,
@@ -158,7 +158,7 @@ where
                                     "rate-limit store failed"
                                 );
                             }
-                            report(Outcome::StoreError {
+                            report(Verdict::StoreError {
                                 error: &error,
                                 rejected: config.fail_closed,
                             });

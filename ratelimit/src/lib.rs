@@ -26,7 +26,7 @@ pub use headers::{
 };
 pub use key::{ForwardedHeader, KeyExtractor, MAX_TEXT_KEY_LEN, RateLimitKey, TrustedProxies};
 pub use layer::RateLimitLayer;
-pub use metrics::{CounterSnapshot, DecisionEvent, Outcome};
+pub use metrics::{CounterSnapshot, DecisionEvent, Verdict};
 pub use policy::{Algorithm, Policy, Quota};
 pub use rejection::{RateLimitRejection, VIOLATED_POLICIES_MEMBER};
 pub use service::RateLimit;

@@ -21,12 +21,12 @@ pub(crate) struct Counters {
 
 impl Counters {
     pub(crate) fn count(&self, event: &DecisionEvent<'_>) {
-        let counter = match event.outcome {
-            Outcome::Allowed(_) => &self.allowed,
-            Outcome::Rejected(_) => &self.rejected,
-            Outcome::ShadowRejected(_) => &self.shadow_rejected,
-            Outcome::StoreError { .. } => &self.store_errors,
-            Outcome::MissingKey => &self.missing_key,
+        let counter = match event.verdict {
+            Verdict::Allowed(_) => &self.allowed,
+            Verdict::Rejected(_) => &self.rejected,
+            Verdict::ShadowRejected(_) => &self.shadow_rejected,
+            Verdict::StoreError { .. } => &self.store_errors,
+            Verdict::MissingKey => &self.missing_key,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -68,14 +68,14 @@ pub struct DecisionEvent<'a> {
     pub key: Option<&'a RateLimitKey>,
     /// The layer's policies, in the order of the decisions.
     pub policies: &'a [Policy],
-    /// The outcome.
-    pub outcome: Outcome<'a>,
+    /// What the layer did with the request.
+    pub verdict: Verdict<'a>,
 }
 
-/// The outcome in a [`DecisionEvent`].
+/// What the layer did with a request, in a [`DecisionEvent`].
 #[derive(Debug)]
 #[non_exhaustive]
-pub enum Outcome<'a> {
+pub enum Verdict<'a> {
     /// Every policy admitted the request.
     Allowed(&'a Decisions),
     /// A policy refused: answered 429.

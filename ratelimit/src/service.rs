@@ -12,7 +12,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::layer::{Config, State};
-use crate::metrics::{DecisionEvent, Outcome};
+use crate::metrics::{DecisionEvent, Verdict};
 use crate::rejection::{self, RateLimitRejection};
 use crate::store::RateLimitStore;
 
@@ -71,7 +71,7 @@ where
                 &DecisionEvent {
                     key: None,
                     policies: &self.config.policies,
-                    outcome: Outcome::MissingKey,
+                    verdict: Verdict::MissingKey,
                 },
             );
             let rejection = rejection::missing_key(&self.config.catalog, &self.config.missing_key);

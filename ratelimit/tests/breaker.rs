@@ -15,7 +15,7 @@ use http_body_util::Full;
 use redis::Value;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_ratelimit::{
-    KeyExtractor, Outcome, Policy, Quota, RateLimitLayer, RedisBackend, RedisStore, StoreErrorKind,
+    KeyExtractor, Policy, Quota, RateLimitLayer, RedisBackend, RedisStore, StoreErrorKind, Verdict,
 };
 
 type Body = Full<Bytes>;
@@ -43,8 +43,8 @@ fn layer(redis: &FakeRedis) -> (RateLimitLayer<RedisStore<FakeRedis>>, Seen) {
     let layer = RateLimitLayer::new(store, policies, key)
         .unwrap()
         .on_decision(move |event| {
-            let kind = match &event.outcome {
-                Outcome::StoreError { error, .. } => Some(error.kind()),
+            let kind = match &event.verdict {
+                Verdict::StoreError { error, .. } => Some(error.kind()),
                 _ => None,
             };
             log.lock().unwrap().push(kind);

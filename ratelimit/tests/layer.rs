@@ -12,8 +12,8 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 use tower_ratelimit::{
-    Decisions, KeyExtractor, MemoryStore, Outcome, Policy, Quota, RateLimitKey, RateLimitLayer,
-    RateLimitRejection, RateLimitStore, StoreError, StoreErrorKind, TrustedProxies,
+    Decisions, KeyExtractor, MemoryStore, Policy, Quota, RateLimitKey, RateLimitLayer,
+    RateLimitRejection, RateLimitStore, StoreError, StoreErrorKind, TrustedProxies, Verdict,
 };
 
 type Body = Full<Bytes>;
@@ -140,9 +140,9 @@ async fn shadow_mode_decides_and_stamps_but_never_refuses() {
         .unwrap()
         .shadow()
         .on_decision(move |event| {
-            let name = match event.outcome {
-                Outcome::Allowed(_) => "allowed",
-                Outcome::ShadowRejected(_) => "shadow",
+            let name = match event.verdict {
+                Verdict::Allowed(_) => "allowed",
+                Verdict::ShadowRejected(_) => "shadow",
                 _ => "other",
             };
             seen.lock().unwrap().push(name);

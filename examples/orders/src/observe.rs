@@ -31,7 +31,7 @@ use guardrail_store::{BreakerState, Transition};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_idempotency::{IdempotencyOutcome, IdempotencyRejection};
 use tower_problem_details::RequestId;
-use tower_ratelimit::{DecisionEvent, Decisions, Outcome, RateLimitRejection};
+use tower_ratelimit::{DecisionEvent, Decisions, RateLimitRejection, Verdict};
 use tower_sunset::Phase;
 
 use crate::auth::Tenant;
@@ -219,12 +219,12 @@ pub fn count_breaker_transition(transition: &Transition) {
 
 /// Counts one rate-limit decision (the layer's `on_decision` hook).
 pub fn count_decision(event: &DecisionEvent<'_>) {
-    let decision = match event.outcome {
-        Outcome::Allowed(_) => "allowed",
-        Outcome::Rejected(_) => "rejected",
-        Outcome::ShadowRejected(_) => "shadow_rejected",
-        Outcome::StoreError { .. } => "store_error",
-        Outcome::MissingKey => "missing_key",
+    let decision = match event.verdict {
+        Verdict::Allowed(_) => "allowed",
+        Verdict::Rejected(_) => "rejected",
+        Verdict::ShadowRejected(_) => "shadow_rejected",
+        Verdict::StoreError { .. } => "store_error",
+        Verdict::MissingKey => "missing_key",
         _ => "other",
     };
     metrics::counter!(RATELIMIT_DECISIONS, "decision" => decision).increment(1);

@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 use crate::store::{
-    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, ScopeId, StoreFuture,
+    Claim, Completion, Fenced, FencingToken, Fingerprint, IdempotencyStore, ScopeId, StoreFuture,
     StoreKey, StoredResponse,
 };
 
@@ -112,7 +112,7 @@ enum Slot {
     },
     Completed {
         fingerprint: Fingerprint,
-        outcome: Outcome,
+        outcome: Completion,
         until: Instant,
     },
 }
@@ -138,7 +138,7 @@ impl Slot {
         ENTRY_OVERHEAD
             + match self {
                 Slot::Completed {
-                    outcome: Outcome::Response(response),
+                    outcome: Completion::Response(response),
                     ..
                 } => response_bytes(response),
                 _ => 0,
@@ -414,7 +414,7 @@ impl Inner {
                 fingerprint, until, ..
             } => Slot::Completed {
                 fingerprint,
-                outcome: Outcome::NotReplayable,
+                outcome: Completion::NotReplayable,
                 until,
             },
             in_flight @ Slot::InFlight { .. } => in_flight,
@@ -604,16 +604,16 @@ impl IdempotencyStore for MemoryStore {
         key: StoreKey,
         token: FencingToken,
         fingerprint: Fingerprint,
-        outcome: Outcome,
+        outcome: Completion,
         ttl: Duration,
     ) -> StoreFuture<Fenced> {
         // Copied to an allocation of its own size: the budget counts what is really held.
         let outcome = match outcome {
-            Outcome::Response(mut response) => {
+            Completion::Response(mut response) => {
                 response.body = bytes::Bytes::copy_from_slice(&response.body);
-                Outcome::Response(response)
+                Completion::Response(response)
             }
-            Outcome::NotReplayable => Outcome::NotReplayable,
+            Completion::NotReplayable => Completion::NotReplayable,
         };
         let fenced = self.fenced(key, token, |_, now| {
             Some(Slot::Completed {

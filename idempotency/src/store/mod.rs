@@ -165,7 +165,7 @@ pub struct StoredResponse {
 
 /// The result of a completed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Completion {
     /// A response to replay.
     Response(StoredResponse),
     /// Completed, but the response was streaming or too large to keep: retries get 409
@@ -191,7 +191,7 @@ pub enum Claim {
         /// The original request's fingerprint.
         fingerprint: Fingerprint,
         /// Its result.
-        outcome: Outcome,
+        outcome: Completion,
     },
 }
 
@@ -228,7 +228,7 @@ pub trait IdempotencyStore: Clone + Send + Sync + 'static {
         key: StoreKey,
         token: FencingToken,
         fingerprint: Fingerprint,
-        outcome: Outcome,
+        outcome: Completion,
         ttl: Duration,
     ) -> StoreFuture<Fenced>;
 

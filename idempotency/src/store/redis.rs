@@ -13,7 +13,7 @@ use redis::{FromRedisValue, Script, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{
-    Claim, Fenced, FencingToken, Fingerprint, IdempotencyStore, Outcome, StoreFuture, StoreKey,
+    Claim, Completion, Fenced, FencingToken, Fingerprint, IdempotencyStore, StoreFuture, StoreKey,
     StoredResponse,
 };
 
@@ -205,7 +205,7 @@ where
         key: StoreKey,
         token: FencingToken,
         fingerprint: Fingerprint,
-        outcome: Outcome,
+        outcome: Completion,
         ttl: Duration,
     ) -> StoreFuture<Fenced> {
         let value = match encode_completed(&fingerprint, &outcome) {
@@ -260,7 +260,7 @@ struct Wire {
     outcome: WireOutcome,
 }
 
-/// [`Outcome`] as stored. Variants are only ever appended, so records written by an older
+/// [`Completion`] as stored. Variants are only ever appended, so records written by an older
 /// version stay readable, and a response without trailers is written as `Response`, which
 /// every version reads.
 #[derive(Serialize, Deserialize)]
@@ -327,20 +327,23 @@ fn malformed(message: &'static str) -> StoreError {
     StoreError::new(StoreErrorKind::BadReply, message)
 }
 
-fn encode_completed(fingerprint: &Fingerprint, outcome: &Outcome) -> Result<Vec<u8>, StoreError> {
+fn encode_completed(
+    fingerprint: &Fingerprint,
+    outcome: &Completion,
+) -> Result<Vec<u8>, StoreError> {
     let outcome = match outcome {
-        Outcome::Response(response) if response.trailers.is_empty() => WireOutcome::Response {
+        Completion::Response(response) if response.trailers.is_empty() => WireOutcome::Response {
             status: response.status.as_u16(),
             headers: wire_lines(&response.headers),
             body: response.body.to_vec(),
         },
-        Outcome::Response(response) => WireOutcome::ResponseWithTrailers {
+        Completion::Response(response) => WireOutcome::ResponseWithTrailers {
             status: response.status.as_u16(),
             headers: wire_lines(&response.headers),
             body: response.body.to_vec(),
             trailers: wire_lines(&response.trailers),
         },
-        Outcome::NotReplayable => WireOutcome::NotReplayable,
+        Completion::NotReplayable => WireOutcome::NotReplayable,
     };
     let wire = Wire {
         fingerprint: *fingerprint.as_bytes(),
@@ -388,9 +391,9 @@ fn decode(value: &[u8], pttl: i64) -> Result<Claim, StoreError> {
     }
 }
 
-fn decode_outcome(outcome: WireOutcome) -> Result<Outcome, StoreError> {
+fn decode_outcome(outcome: WireOutcome) -> Result<Completion, StoreError> {
     let (status, headers, body, trailers) = match outcome {
-        WireOutcome::NotReplayable => return Ok(Outcome::NotReplayable),
+        WireOutcome::NotReplayable => return Ok(Completion::NotReplayable),
         WireOutcome::Response {
             status,
             headers,
@@ -403,7 +406,7 @@ fn decode_outcome(outcome: WireOutcome) -> Result<Outcome, StoreError> {
             trailers,
         } => (status, headers, body, trailers),
     };
-    Ok(Outcome::Response(StoredResponse {
+    Ok(Completion::Response(StoredResponse {
         status: StatusCode::from_u16(status).map_err(corrupt)?,
         headers: header_lines(headers)?,
         body: Bytes::from(body),

@@ -104,7 +104,7 @@ impl Rejection {
             .unwrap_or(self.grpc_code().name())
     }
 
-    /// The `ErrorInfo.reason`: the catalog slug in UPPER_SNAKE (`QUOTA_EXCEEDED`), or for a
+    /// The `ErrorInfo.reason`: the catalog slug in upper snake case (`QUOTA_EXCEEDED`), or for a
     /// problem outside the catalog its status's reason phrase (`METHOD_NOT_ALLOWED`).
     pub fn grpc_reason(&self) -> String {
         let words = match self.kind() {
@@ -239,7 +239,7 @@ fn proto_duration(wait: Duration) -> ProtoDuration {
 
 /// Milliseconds, rounded up, as the ASCII signed 32-bit integer A6 asks for.
 fn pushback_ms(wait: Duration) -> i32 {
-    let ms = wait.as_millis() + u128::from(wait.subsec_nanos() % 1_000_000 > 0);
+    let ms = wait.as_nanos().div_ceil(1_000_000);
     i32::try_from(ms).unwrap_or(i32::MAX)
 }
 
