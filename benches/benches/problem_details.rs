@@ -12,7 +12,14 @@ use http::{Response, StatusCode};
 use http_api_problem::HttpApiProblem;
 use http_body_util::Full;
 use serde_json::json;
-use tower_problem_details::{Problem, ProblemCatalog, ProblemKind};
+use std::time::Duration;
+
+use http::HeaderValue;
+use http::header::RETRY_AFTER;
+use tower_problem_details::{
+    Problem, ProblemCatalog, ProblemKind, Protocol, Responder, ResponseBody, UriRef,
+    retry_after_seconds,
+};
 
 /// A typical rejection: a 429 with a detail and two extension members.
 fn ours() -> Problem {
@@ -99,5 +106,100 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, serialize, render, build_and_render, parse);
+/// What a guardrail's rejection cost before the shared responder: the rate limiter's
+/// hand-written 429 (problem, extension member, response, `Retry-After`, typed reason).
+fn hand_written(catalog: &ProblemCatalog, wait: Duration) -> Response<Full<Bytes>> {
+    let mut problem = catalog
+        .problem(ProblemKind::QuotaExceeded)
+        .with_detail("The quota of burst is used up; retry in 3 s.");
+    let _ = problem.insert_extension("violated-policies", vec!["burst".to_owned()]);
+    let mut response = problem.into_response::<Full<Bytes>>();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
+    response.extensions_mut().insert(vec!["burst".to_owned()]);
+    response
+}
+
+/// [`hand_written`] as it ran before the shared responder, when the catalog formatted and
+/// validated the type URI on every call.
+fn hand_written_before(catalog: &ProblemCatalog, wait: Duration) -> Response<Full<Bytes>> {
+    let kind = ProblemKind::QuotaExceeded;
+    let uri = UriRef::try_from(format!("{}{}", catalog.base(), kind.slug())).expect("valid");
+    let mut problem = Problem::new(kind.status())
+        .with_type(uri)
+        .with_title(kind.title())
+        .with_detail("The quota of burst is used up; retry in 3 s.");
+    let _ = problem.insert_extension("violated-policies", vec!["burst".to_owned()]);
+    let mut response = problem.into_response::<Full<Bytes>>();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
+    response.extensions_mut().insert(vec!["burst".to_owned()]);
+    response
+}
+
+/// The same rejection described as data and rendered by the shared responder, as every
+/// guardrail does now.
+fn responded(
+    catalog: &ProblemCatalog,
+    responder: &Responder,
+    wait: Duration,
+    protocol: Protocol,
+) -> Response<ResponseBody<Full<Bytes>>> {
+    let mut rejection = catalog
+        .rejection(ProblemKind::QuotaExceeded)
+        .with_detail("The quota of burst is used up; retry in 3 s.")
+        .with_quota_violation("burst", "the quota is used up")
+        .with_retry_after(wait);
+    let _ = rejection
+        .problem_mut()
+        .insert_extension("violated-policies", vec!["burst".to_owned()]);
+    let mut response = responder.respond_with(rejection, protocol);
+    response.extensions_mut().insert(vec!["burst".to_owned()]);
+    response
+}
+
+fn rejection(c: &mut Criterion) {
+    let mut group = c.benchmark_group("problem/rejection_response");
+    let catalog = ProblemCatalog::default();
+    let responder = Responder::default();
+    let wait = Duration::from_millis(2500);
+    group.bench_function("hand-written builder, before", |b| {
+        b.iter(|| hand_written_before(black_box(&catalog), black_box(wait)));
+    });
+    group.bench_function("hand-written builder", |b| {
+        b.iter(|| hand_written(black_box(&catalog), black_box(wait)));
+    });
+    group.bench_function("shared responder (HTTP)", |b| {
+        b.iter(|| {
+            responded(
+                black_box(&catalog),
+                &responder,
+                black_box(wait),
+                Protocol::Http,
+            )
+        });
+    });
+    group.bench_function("shared responder (gRPC)", |b| {
+        b.iter(|| {
+            responded(
+                black_box(&catalog),
+                &responder,
+                black_box(wait),
+                Protocol::Grpc,
+            )
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    serialize,
+    render,
+    build_and_render,
+    parse,
+    rejection
+);
 criterion_main!(benches);

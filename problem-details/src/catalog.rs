@@ -36,6 +36,16 @@ macro_rules! catalog {
                 match self { $(ProblemKind::$variant => StatusCode::$status,)* }
             }
 
+            /// The type URI under [`ProblemCatalog::DEFAULT_BASE`].
+            const fn default_type(self) -> &'static str {
+                match self { $(ProblemKind::$variant => concat!("/problems/", $slug),)* }
+            }
+
+            /// The position of the kind in [`ALL`](Self::ALL).
+            const fn index(self) -> usize {
+                self as usize
+            }
+
             /// The default title: a short summary of the problem type.
             pub const fn title(self) -> &'static str {
                 match self { $(ProblemKind::$variant => $title,)* }
@@ -116,6 +126,9 @@ impl fmt::Display for ProblemKind {
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProblemCatalog {
     base: Arc<str>,
+    /// The type URIs of every kind, in [`ProblemKind::ALL`] order, made once: `None` under the
+    /// default base, whose URIs are literals.
+    types: Option<Arc<[UriRef]>>,
 }
 
 impl ProblemCatalog {
@@ -129,8 +142,15 @@ impl ProblemCatalog {
     /// Fails when `base` followed by a slug is not a URI reference. (Slugs are lowercase
     /// letters and `-`, so one that works for a slug works for all.)
     pub fn new(base: &str) -> Result<Self, InvalidUriRef> {
-        UriRef::try_from(format!("{base}idempotency-key-missing"))?;
-        Ok(ProblemCatalog { base: base.into() })
+        let types = ProblemKind::ALL
+            .iter()
+            .map(|kind| UriRef::try_from(format!("{base}{}", kind.slug())))
+            .collect::<Result<Arc<[UriRef]>, _>>()?;
+        let types = (base != Self::DEFAULT_BASE).then_some(types);
+        Ok(ProblemCatalog {
+            base: base.into(),
+            types,
+        })
     }
 
     /// The base URI.
@@ -140,8 +160,10 @@ impl ProblemCatalog {
 
     /// The type URI of `kind`.
     pub fn type_uri(&self, kind: ProblemKind) -> UriRef {
-        // The base was checked to make a URI reference with any slug of the catalog.
-        UriRef::try_from(format!("{}{}", self.base, kind.slug())).unwrap_or(UriRef::ABOUT_BLANK)
+        match &self.types {
+            Some(types) => types[kind.index()].clone(),
+            None => UriRef::from_checked_static(kind.default_type()),
+        }
     }
 
     /// A problem of `kind`: its type URI, status and default title.
@@ -162,6 +184,7 @@ impl Default for ProblemCatalog {
     fn default() -> Self {
         ProblemCatalog {
             base: Self::DEFAULT_BASE.into(),
+            types: None,
         }
     }
 }
@@ -222,6 +245,24 @@ mod tests {
             assert!(
                 docs.contains(&format!("## `{}`", kind.slug())),
                 "docs/problems.md has no section for {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_default_type_uris_are_the_default_base_and_the_slug() {
+        let default = ProblemCatalog::default();
+        // Built like any other base, but from literals.
+        let built = ProblemCatalog::new(ProblemCatalog::DEFAULT_BASE).expect("valid");
+        let other = ProblemCatalog::new("https://example.com/p/").expect("valid");
+        for &kind in ProblemKind::ALL {
+            let uri = default.type_uri(kind);
+            assert_eq!(uri.as_str(), format!("/problems/{}", kind.slug()));
+            assert_eq!(UriRef::try_from(uri.as_str()), Ok(uri.clone()));
+            assert_eq!(built.type_uri(kind), uri);
+            assert_eq!(
+                other.type_uri(kind).as_str(),
+                format!("https://example.com/p/{kind}")
             );
         }
     }

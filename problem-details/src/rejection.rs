@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Response};
+use smallvec::SmallVec;
 
 use crate::catalog::{ProblemCatalog, ProblemKind};
 use crate::grpc::GrpcCode;
@@ -87,22 +88,25 @@ pub struct Rejection {
     kind: Option<ProblemKind>,
     pub(crate) headers: HeaderMap,
     retry_after: Option<Duration>,
-    violations: Vec<QuotaViolation>,
+    // Inline: a rejection usually names at most one quota, and most name none.
+    violations: SmallVec<[QuotaViolation; 1]>,
 }
 
 impl Rejection {
     /// A rejection with `problem`, outside the catalog: its gRPC code comes from the status.
+    #[inline]
     pub fn new(problem: Problem) -> Self {
         Rejection {
             problem,
             kind: None,
             headers: HeaderMap::new(),
             retry_after: None,
-            violations: Vec::new(),
+            violations: SmallVec::new(),
         }
     }
 
     /// A rejection of the catalog's `kind`, with the problem `catalog` makes for it.
+    #[inline]
     pub fn of_kind(catalog: &ProblemCatalog, kind: ProblemKind) -> Self {
         Rejection {
             kind: Some(kind),
@@ -112,6 +116,7 @@ impl Rejection {
 
     /// Sets the problem's `detail`: what went wrong this time, for the client.
     #[must_use]
+    #[inline]
     pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
         self.problem = self.problem.with_detail(detail);
         self
@@ -120,6 +125,7 @@ impl Rejection {
     /// Sets when a retry may succeed: `Retry-After` on HTTP (whole seconds, rounded up), and
     /// `RetryInfo` plus `grpc-retry-pushback-ms` on gRPC.
     #[must_use]
+    #[inline]
     pub fn with_retry_after(mut self, wait: Duration) -> Self {
         self.retry_after = Some(wait);
         self
@@ -127,6 +133,7 @@ impl Rejection {
 
     /// Adds a header line to send with the rejection (as metadata on gRPC).
     #[must_use]
+    #[inline]
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.append(name, value);
         self
@@ -134,6 +141,7 @@ impl Rejection {
 
     /// Adds a quota the request went over (`QuotaFailure` on gRPC).
     #[must_use]
+    #[inline]
     pub fn with_quota_violation(
         mut self,
         subject: impl Into<Cow<'static, str>>,
@@ -152,6 +160,7 @@ impl Rejection {
     }
 
     /// The problem, to change it (add an extension member, a translated title, …).
+    #[inline]
     pub fn problem_mut(&mut self) -> &mut Problem {
         &mut self.problem
     }
@@ -186,6 +195,7 @@ impl Rejection {
 
     /// The HTTP rendering: the problem as `application/problem+json` with `Cache-Control:
     /// no-store`, then `Retry-After` and the rejection's headers.
+    #[inline]
     pub fn into_http_response(self) -> Response<Bytes> {
         let mut response = self.problem.into_response::<Bytes>();
         let headers = response.headers_mut();
@@ -202,6 +212,7 @@ impl Rejection {
     ///
     /// [`into_http_response`]: Self::into_http_response
     /// [`into_grpc_response`]: Self::into_grpc_response
+    #[inline]
     pub fn into_response(self, protocol: Protocol, grpc_domain: &str) -> Response<Bytes> {
         match protocol {
             #[cfg(feature = "grpc")]
@@ -216,6 +227,9 @@ impl Rejection {
 
 /// Appends every line of `from` to `to`, keeping repeated lines.
 pub(crate) fn append(to: &mut HeaderMap, from: HeaderMap) {
+    if from.is_empty() {
+        return;
+    }
     let mut last = None;
     for (name, value) in from {
         if let Some(name) = name {
@@ -229,6 +243,7 @@ pub(crate) fn append(to: &mut HeaderMap, from: HeaderMap) {
 
 impl ProblemCatalog {
     /// A rejection of `kind`: [`Rejection::of_kind`] with this catalog.
+    #[inline]
     pub fn rejection(&self, kind: ProblemKind) -> Rejection {
         Rejection::of_kind(self, kind)
     }

@@ -45,7 +45,15 @@ type Render = dyn Fn(Rejection, Protocol) -> Response<Bytes> + Send + Sync;
 /// ```
 #[derive(Clone)]
 pub struct Responder {
-    render: Arc<Render>,
+    render: Rendering,
+}
+
+/// The built-in rendering is called directly (it is what nearly every layer uses); a
+/// replacement through its closure.
+#[derive(Clone)]
+enum Rendering {
+    Standard { grpc_domain: Arc<str> },
+    Custom(Arc<Render>),
 }
 
 impl Responder {
@@ -55,23 +63,31 @@ impl Responder {
         F: Fn(Rejection, Protocol) -> Response<Bytes> + Send + Sync + 'static,
     {
         Responder {
-            render: Arc::new(render),
+            render: Rendering::Custom(Arc::new(render)),
         }
     }
 
     /// The built-in rendering ([`Rejection::into_response`]), naming `grpc_domain` as the
     /// `ErrorInfo.domain` of gRPC rejections (a name you own, such as your API's host name).
     pub fn standard(grpc_domain: impl Into<String>) -> Self {
-        let domain: Arc<str> = grpc_domain.into().into();
-        Responder::new(move |rejection, protocol| rejection.into_response(protocol, &domain))
+        Responder {
+            render: Rendering::Standard {
+                grpc_domain: grpc_domain.into().into(),
+            },
+        }
     }
 
     /// The response for `rejection`, for a request speaking `protocol`.
+    #[inline]
     pub fn respond(&self, rejection: Rejection, protocol: Protocol) -> Response<Bytes> {
-        (self.render)(rejection, protocol)
+        match &self.render {
+            Rendering::Standard { grpc_domain } => rejection.into_response(protocol, grpc_domain),
+            Rendering::Custom(render) => render(rejection, protocol),
+        }
     }
 
     /// [`respond`](Self::respond), with the body a layer answers with.
+    #[inline]
     pub fn respond_with<B>(
         &self,
         rejection: Rejection,
@@ -89,6 +105,12 @@ impl Default for Responder {
 
 impl fmt::Debug for Responder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Responder(<fn>)")
+        match &self.render {
+            Rendering::Standard { grpc_domain } => f
+                .debug_struct("Responder::Standard")
+                .field("grpc_domain", grpc_domain)
+                .finish(),
+            Rendering::Custom(_) => f.write_str("Responder(<fn>)"),
+        }
     }
 }

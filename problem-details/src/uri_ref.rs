@@ -42,6 +42,12 @@ impl UriRef {
         }
     }
 
+    /// A literal known to be a URI reference (the catalog's default type URIs, checked by a
+    /// test), without validating it again.
+    pub(crate) const fn from_checked_static(s: &'static str) -> Self {
+        UriRef(Cow::Borrowed(s))
+    }
+
     /// The reference as written.
     pub fn as_str(&self) -> &str {
         &self.0
