@@ -268,6 +268,20 @@ mod tests {
     }
 
     #[test]
+    fn the_docs_give_every_slug_its_status_and_grpc_code() {
+        let docs = include_str!("../docs/problems.md");
+        for &kind in ProblemKind::ALL {
+            let section = format!(
+                "## `{}`\n**{} · gRPC `{}`.**",
+                kind.slug(),
+                kind.status().as_u16(),
+                kind.grpc_code()
+            );
+            assert!(docs.contains(&section), "docs/problems.md: no {section:?}");
+        }
+    }
+
+    #[test]
     fn bases_are_validated() {
         assert!(ProblemCatalog::new("https://example.com/problems/").is_ok());
         assert!(ProblemCatalog::new("https://example.com/problems#").is_ok());
