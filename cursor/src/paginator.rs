@@ -11,6 +11,7 @@ use crate::codec::CursorCodec;
 use crate::error::{ConfigError, ConfigErrorKind, CursorError, CursorErrorKind, CursorRejection};
 use crate::fingerprint::{QueryFingerprint, QueryFingerprintBuilder};
 use crate::page::PageRequest;
+use crate::position::Position;
 
 /// The problem member that names why a cursor was refused (see [`CursorErrorKind::as_str`]).
 pub const REASON_MEMBER: &str = "reason";
@@ -191,15 +192,7 @@ impl Paginator {
             Some(fingerprint) => fingerprint(parts),
             None => params.fingerprint.path(path).finish(),
         };
-        let position = match params.cursor.as_deref() {
-            None | Some("") => None,
-            Some(token) => Some(
-                settings
-                    .codec
-                    .decode(token, &fingerprint)
-                    .map_err(CursorRejection::InvalidCursor)?,
-            ),
-        };
+        let position = self.position(params.cursor.as_deref(), &fingerprint)?;
         Ok(PageRequest::new(
             limit,
             position,
@@ -290,15 +283,7 @@ impl Paginator {
             Ok(size) => size.min(settings.max_limit),
         };
         let fingerprint = query.path(method).finish();
-        let position = match page_token {
-            "" => None,
-            token => Some(
-                settings
-                    .codec
-                    .decode(token, &fingerprint)
-                    .map_err(CursorRejection::InvalidCursor)?,
-            ),
-        };
+        let position = self.position(Some(page_token), &fingerprint)?;
         Ok(PageRequest::new(
             limit,
             position,
@@ -307,6 +292,23 @@ impl Paginator {
             method.to_owned(),
             String::new(),
         ))
+    }
+
+    /// The position a token carries: none for an absent or empty token (the first page).
+    fn position<P: DeserializeOwned>(
+        &self,
+        token: Option<&str>,
+        fingerprint: &QueryFingerprint,
+    ) -> Result<Option<Position<P>>, CursorRejection> {
+        match token {
+            None | Some("") => Ok(None),
+            Some(token) => self
+                .inner
+                .codec
+                .decode(token, fingerprint)
+                .map(Some)
+                .map_err(CursorRejection::InvalidCursor),
+        }
     }
 
     pub(crate) fn settings(&self) -> &Settings {

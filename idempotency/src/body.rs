@@ -1,6 +1,4 @@
-//! [`RequestBody`], what the handler reads, and [`ResponseBody`], what the layer answers
-//! with: the handler's body passed through, a body it wrote (a rejection, a replay with its
-//! trailers), or a gRPC response streamed through while a copy is kept for replay.
+//! [`RequestBody`], what the handler reads, and [`ResponseBody`], what the layer answers with.
 
 use std::fmt;
 use std::pin::Pin;
@@ -96,7 +94,9 @@ impl<B> fmt::Debug for RequestBody<B> {
 }
 
 pin_project! {
-    /// The response body of [`Idempotency`](crate::Idempotency).
+    /// The response body of [`Idempotency`](crate::Idempotency): the handler's body passed
+    /// through, a body the layer wrote (a rejection, a replay with its trailers), or a gRPC
+    /// response streamed through while a copy is kept for replay.
     pub struct ResponseBody<B> {
         #[pin]
         kind: ResponseKind<B>,
@@ -106,25 +106,25 @@ pin_project! {
 pin_project! {
     #[project = ResponseKindProj]
     enum ResponseKind<B> {
-        Inner { #[pin] body: B },
-        Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        Plain { #[pin] body: tower_problem_details::ResponseBody<B> },
         Kept { #[pin] body: B, tee: Box<Tee> },
     }
 }
 
 impl<B> ResponseBody<B> {
     pub(crate) fn inner(body: B) -> Self {
-        ResponseBody {
-            kind: ResponseKind::Inner { body },
-        }
+        Self::plain(tower_problem_details::ResponseBody::new(body))
     }
 
     pub(crate) fn full(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        Self::plain(tower_problem_details::ResponseBody::with_trailers(
+            data, trailers,
+        ))
+    }
+
+    fn plain(body: tower_problem_details::ResponseBody<B>) -> Self {
         ResponseBody {
-            kind: ResponseKind::Full {
-                data: (!data.is_empty()).then_some(data),
-                trailers,
-            },
+            kind: ResponseKind::Plain { body },
         }
     }
 
@@ -147,11 +147,7 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
-            ResponseKindProj::Inner { body } => body.poll_frame(cx),
-            ResponseKindProj::Full { data, trailers } => Poll::Ready(match data.take() {
-                Some(data) => Some(Ok(Frame::data(data))),
-                None => trailers.take().map(|t| Ok(Frame::trailers(t))),
-            }),
+            ResponseKindProj::Plain { body } => body.poll_frame(cx),
             ResponseKindProj::Kept { body, tee } => {
                 tee.renew_when_due(cx);
                 let frame = ready!(body.poll_frame(cx));
@@ -174,17 +170,15 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            ResponseKind::Inner { body } | ResponseKind::Kept { body, .. } => body.is_end_stream(),
-            ResponseKind::Full { data, trailers } => data.is_none() && trailers.is_none(),
+            ResponseKind::Plain { body } => body.is_end_stream(),
+            ResponseKind::Kept { body, .. } => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            ResponseKind::Inner { body } | ResponseKind::Kept { body, .. } => body.size_hint(),
-            ResponseKind::Full { data, .. } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
+            ResponseKind::Plain { body } => body.size_hint(),
+            ResponseKind::Kept { body, .. } => body.size_hint(),
         }
     }
 }
@@ -192,12 +186,7 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
 impl<B> fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ResponseKind::Inner { .. } => f.write_str("ResponseBody::Inner"),
-            ResponseKind::Full { data, trailers } => f
-                .debug_struct("ResponseBody::Full")
-                .field("data", data)
-                .field("trailers", trailers)
-                .finish(),
+            ResponseKind::Plain { body } => body.fmt(f),
             ResponseKind::Kept { .. } => f.write_str("ResponseBody::Kept"),
         }
     }

@@ -26,10 +26,25 @@ pin_project! {
     enum Kind<B> {
         Inner { #[pin] body: B },
         Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
+        Trailers { #[pin] body: B, rewrite: Option<Rewrite> },
     }
 }
 
+/// Rewrites the trailers of a body once, when they come.
+pub(crate) type Rewrite = Box<dyn FnOnce(&mut HeaderMap) + Send>;
+
 impl<B> ResponseBody<B> {
+    /// The inner service's body, passed through but for its trailers, which `rewrite` may
+    /// change.
+    pub(crate) fn rewriting_trailers(body: B, rewrite: Rewrite) -> Self {
+        ResponseBody {
+            kind: Kind::Trailers {
+                body,
+                rewrite: Some(rewrite),
+            },
+        }
+    }
+
     /// The inner service's body, passed through.
     pub fn new(body: B) -> Self {
         ResponseBody {
@@ -77,19 +92,33 @@ where
                 Some(data) => Some(Ok(Frame::data(data))),
                 None => trailers.take().map(|t| Ok(Frame::trailers(t))),
             }),
+            KindProj::Trailers { body, rewrite } => {
+                let frame = std::task::ready!(body.poll_frame(cx));
+                Poll::Ready(frame.map(|frame| {
+                    frame.map(|frame| match frame.into_trailers() {
+                        Ok(mut trailers) => {
+                            if let Some(rewrite) = rewrite.take() {
+                                rewrite(&mut trailers);
+                            }
+                            Frame::trailers(trailers)
+                        }
+                        Err(frame) => frame,
+                    })
+                }))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Inner { body } | Kind::Trailers { body, .. } => body.is_end_stream(),
             Kind::Full { data, trailers } => data.is_none() && trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
+            Kind::Inner { body } | Kind::Trailers { body, .. } => body.size_hint(),
             Kind::Full { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -100,7 +129,7 @@ where
 impl<B> std::fmt::Debug for ResponseBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.kind {
-            Kind::Inner { .. } => f.write_str("ResponseBody::Inner"),
+            Kind::Inner { .. } | Kind::Trailers { .. } => f.write_str("ResponseBody::Inner"),
             Kind::Full { data, trailers } => f
                 .debug_struct("ResponseBody::Full")
                 .field("data", data)

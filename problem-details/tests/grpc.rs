@@ -75,3 +75,28 @@ async fn grpc_internal_errors_lose_their_message_and_details_on_the_way_out() {
     assert_eq!(status.code(), Code::Unimplemented);
     assert_eq!(status.message(), "this test installed no lister");
 }
+
+#[tokio::test]
+async fn grpc_streams_that_fail_midway_lose_the_message_of_their_trailers() {
+    let echo = EchoHandler::new();
+    let mut client = grpc::client(serve(&echo).await).await;
+    let request = SayRequest {
+        text: "fail".to_owned(),
+        messages: 0,
+    };
+    let mut stream = client.count(request).await.expect("a stream").into_inner();
+    let first = stream.message().await.expect("a message").expect("one");
+    assert_eq!(first.text, "fail 0");
+    let status = stream.message().await.expect_err("the stream failed");
+    assert_eq!(status.code(), Code::Internal);
+    assert_eq!(status.message(), "Internal server error");
+    assert!(!format!("{status:?}").contains("db-7"), "{status:?}");
+    assert_eq!(
+        status
+            .get_error_details()
+            .error_info()
+            .expect("ErrorInfo")
+            .reason,
+        "INTERNAL"
+    );
+}

@@ -133,6 +133,18 @@ impl pb::echo_server::Echo for EchoHandler {
         let (sender, receiver) = mpsc::channel(1);
         let mut release = self.release.subscribe();
         tokio::spawn(async move {
+            if text == "fail" {
+                // One message, then a failure whose message must never reach a client.
+                let first = SayReply {
+                    text: "fail 0".to_owned(),
+                    executions,
+                };
+                if sender.send(Ok(first)).await.is_ok() {
+                    let failure = Status::internal("lost the connection to db-7.internal:5432");
+                    let _ = sender.send(Err(failure)).await;
+                }
+                return;
+            }
             for n in 0..messages {
                 if n == 1 {
                     let _ = tokio::time::timeout(RELEASE_DEADLINE, release.wait_for(|r| *r)).await;

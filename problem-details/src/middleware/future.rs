@@ -19,6 +19,8 @@ use super::layer::Config;
 use super::request_id::{REQUEST_ID_MEMBER, RequestId};
 use crate::body::ResponseBody;
 use crate::catalog::ProblemKind;
+#[cfg(feature = "grpc")]
+use crate::grpc::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS};
 use crate::problem::Problem;
 use crate::rejection::{Protocol, Rejection};
 use crate::response::{is_problem_content_type, media_type_is};
@@ -116,7 +118,7 @@ where
                         Ok(Poll::Pending) => return Poll::Pending,
                         Ok(Poll::Ready(Err(error))) => Step::Ready(Err(error)),
                         Ok(Poll::Ready(Ok(response))) => {
-                            on_response(response, config, id, protocol)
+                            on_response(response, this.config, id, protocol)
                         }
                         Err(panic) => {
                             log_panic(&*panic, id);
@@ -158,7 +160,7 @@ type Output<B, E> = Result<Response<ResponseBody<B>>, E>;
 /// Decides what becomes of the inner service's response.
 fn on_response<F, B: Body, E>(
     response: Response<B>,
-    config: &Config,
+    config: &Arc<Config>,
     id: &RequestId,
     protocol: Protocol,
 ) -> Step<Output<B, E>, State<F, B>> {
@@ -291,41 +293,61 @@ fn overlay(to: &mut http::HeaderMap, from: &http::HeaderMap) {
     }
 }
 
-/// A gRPC answer whose status says the server failed (`UNKNOWN`, `INTERNAL`, `DATA_LOSS`) in
-/// its header block (a Trailers-Only answer: a handler's error, or tonic's own) gets the
-/// catalog's `internal` status instead, so its message and details, which may hold internals,
-/// never reach the client.
+/// A gRPC answer whose status says the server failed (`UNKNOWN`, `INTERNAL`, `DATA_LOSS`), in
+/// its header block (a Trailers-Only answer: a handler's error, or tonic's own) or in its
+/// trailers (a stream that failed after its first messages), gets the catalog's `internal`
+/// status instead, so its message and details, which may hold internals, never reach the
+/// client.
 #[cfg(feature = "grpc")]
-fn hide_grpc_internals<B>(
+fn hide_grpc_internals<B: Body>(
     response: Response<B>,
-    config: &Config,
+    config: &Arc<Config>,
     id: &RequestId,
 ) -> Response<ResponseBody<B>> {
-    use crate::grpc::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS};
-
-    let failed = response
-        .headers()
-        .get(GRPC_STATUS)
-        .is_some_and(|code| matches!(code.as_bytes(), b"2" | b"13" | b"15"));
-    let mut response = response.map(ResponseBody::new);
-    if failed {
-        #[cfg(feature = "tracing")]
-        tracing::debug!(
-            request_id = %id,
-            grpc_status = ?response.headers().get(GRPC_STATUS),
-            grpc_message = ?response.headers().get(GRPC_MESSAGE),
-            "gRPC server error replaced by the internal status; its message was dropped"
-        );
-        let mut rejection = config.catalog.rejection(ProblemKind::Internal);
-        stamp_rejection(&mut rejection, config, id);
-        let rendered = config.responder.respond(rejection, Protocol::Grpc);
-        let headers = response.headers_mut();
-        headers.remove(GRPC_MESSAGE);
-        headers.remove(GRPC_STATUS_DETAILS);
-        overlay(headers, rendered.headers());
-    }
+    let trailers_only = response.headers().contains_key(GRPC_STATUS);
+    let mut response = if trailers_only || response.body().is_end_stream() {
+        response.map(ResponseBody::new)
+    } else {
+        let (config, id) = (Arc::clone(config), id.clone());
+        response.map(|body| {
+            ResponseBody::rewriting_trailers(
+                body,
+                Box::new(move |trailers| replace_internal_status(trailers, &config, &id)),
+            )
+        })
+    };
+    replace_internal_status(response.headers_mut(), config, id);
     stamp_request_id(&mut response, config, id);
     response
+}
+
+/// Puts the catalog's `internal` status in place of a failed one in `fields` (a header block
+/// or trailers).
+#[cfg(feature = "grpc")]
+fn replace_internal_status(fields: &mut http::HeaderMap, config: &Config, id: &RequestId) {
+    let failed = fields
+        .get(GRPC_STATUS)
+        .is_some_and(|code| matches!(code.as_bytes(), b"2" | b"13" | b"15"));
+    if !failed {
+        return;
+    }
+    #[cfg(feature = "tracing")]
+    tracing::debug!(
+        request_id = %id,
+        grpc_status = ?fields.get(GRPC_STATUS),
+        grpc_message = ?fields.get(GRPC_MESSAGE),
+        "gRPC server error replaced by the internal status; its message was dropped"
+    );
+    let mut rejection = config.catalog.rejection(ProblemKind::Internal);
+    stamp_rejection(&mut rejection, config, id);
+    let rendered = config.responder.respond(rejection, Protocol::Grpc);
+    fields.remove(GRPC_MESSAGE);
+    fields.remove(GRPC_STATUS_DETAILS);
+    for name in [GRPC_STATUS, GRPC_MESSAGE, GRPC_STATUS_DETAILS] {
+        if let Some(value) = rendered.headers().get(&name) {
+            fields.insert(name, value.clone());
+        }
+    }
 }
 
 fn stamp_request_id<B>(response: &mut Response<B>, config: &Config, id: &RequestId) {
