@@ -202,7 +202,7 @@ pub(crate) enum Settlement {
     Release,
 }
 
-pub(crate) type Settle = Box<dyn FnOnce(Settlement) + Send>;
+pub(crate) type Settle = Box<dyn FnOnce(Settlement) + Send + Sync>;
 pub(crate) type Renew = Box<dyn Fn() + Send + Sync>;
 
 /// The copy of a gRPC response kept while it streams to the client, and the claim it ends.

@@ -987,3 +987,18 @@ async fn a_replaced_responder_shapes_every_refusal_and_the_typed_reason_stays() 
     assert_eq!(text(reused).await, r#"{"error":"idempotency-key-reused"}"#);
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+#[test]
+fn layers_services_bodies_and_futures_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+    type Handler = tower::util::ServiceFn<
+        fn(Request<Inner>) -> std::future::Ready<Result<Response<Body>, Infallible>>,
+    >;
+    assert_send_sync::<IdempotencyLayer<MemoryStore>>();
+    assert_send_sync::<tower_idempotency::Idempotency<Handler, MemoryStore>>();
+    assert_send_sync::<Inner>();
+    assert_send_sync::<Out>();
+    // Boxed behind `dyn Future + Send`: a future is polled by one task at a time.
+    assert_send::<tower_idempotency::ResponseFuture<Out, Infallible>>();
+}

@@ -31,7 +31,7 @@ pin_project! {
 }
 
 /// Rewrites the trailers of a body once, when they come.
-pub(crate) type Rewrite = Box<dyn FnOnce(&mut HeaderMap) + Send>;
+pub(crate) type Rewrite = Box<dyn FnOnce(&mut HeaderMap) + Send + Sync>;
 
 impl<B> ResponseBody<B> {
     /// The inner service's body, passed through but for its trailers, which `rewrite` may
