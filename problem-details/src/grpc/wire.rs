@@ -10,7 +10,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderName, HeaderValue, Response};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use prost::Message;
@@ -183,7 +183,8 @@ impl Rejection {
     }
 
     /// The gRPC rendering, a Trailers-Only answer: HTTP 200 with an empty body and
-    /// `content-type: application/grpc`, `grpc-status`, the percent-encoded `grpc-message`,
+    /// `content-type: application/grpc`, `cache-control: no-store`, `grpc-status`, the
+    /// percent-encoded `grpc-message`,
     /// `grpc-status-details-bin` (see [`grpc_status_details`](Self::grpc_status_details)),
     /// `grpc-retry-pushback-ms` when there is a retry delay, then the rejection's headers.
     ///
@@ -201,6 +202,7 @@ impl Rejection {
     /// assert_eq!(response.headers()["grpc-status"], "8");
     /// assert_eq!(response.headers()["grpc-message"], "Quota used up; retry in 2 s.");
     /// assert_eq!(response.headers()["grpc-retry-pushback-ms"], "1500");
+    /// assert_eq!(response.headers()["cache-control"], "no-store");
     /// assert!(response.body().is_empty());
     /// ```
     pub fn into_grpc_response(self, domain: &str) -> Response<Bytes> {
@@ -213,6 +215,9 @@ impl Rejection {
         let mut response = Response::new(Bytes::new());
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        // A refusal is an HTTP 200 here: no cache may keep it for the URL (a client that
+        // merely claims to speak gRPC must not poison a shared cache).
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         headers.insert(GRPC_STATUS, HeaderValue::from(code.value()));
         // Percent-encoding leaves visible ASCII only; base64 is visible ASCII.
         if let Ok(value) = HeaderValue::from_str(&message) {
