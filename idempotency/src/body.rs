@@ -3,13 +3,11 @@
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
 use tower_problem_details::GrpcCode;
 
 use crate::policy::OutcomePolicy;
@@ -149,7 +147,6 @@ impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
         match self.project().kind.project() {
             ResponseKindProj::Plain { body } => body.poll_frame(cx),
             ResponseKindProj::Kept { body, tee } => {
-                tee.renew_when_due(cx);
                 let frame = ready!(body.poll_frame(cx));
                 match &frame {
                     Some(Ok(frame)) => {
@@ -203,49 +200,57 @@ pub(crate) enum Settlement {
 }
 
 pub(crate) type Settle = Box<dyn FnOnce(Settlement) + Send + Sync>;
-pub(crate) type Renew = Box<dyn Fn() + Send + Sync>;
+
+/// A task that renews a lease until it is dropped.
+pub(crate) struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Renewal {
+    pub(crate) fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Renewal(task)
+    }
+}
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The copy of a gRPC response kept while it streams to the client, and the claim it ends.
 ///
 /// Bounds: at most `limit` bytes are copied; the copy is dropped at the first byte over it, or
 /// when a second message starts (a server stream, never replayed), and the claim is completed
-/// without a replayable result at once. The lease is renewed every `lease / 3` while the body
-/// is polled, until the claim is settled. If the body is dropped unfinished, dropping the
-/// settle closure drops the claim guard, which completes the claim as not replayable.
+/// without a replayable result at once. A task renews the lease every `lease / 3` until the
+/// claim is settled or the body dropped, so a client that stops reading (and so stops the body
+/// from being polled) never lets the lease run out under a live response. If the body is
+/// dropped unfinished, dropping the settle closure drops the claim guard, which completes the
+/// claim as not replayable.
 pub(crate) struct Tee {
     kept: Option<(StoredResponse, BytesMut)>,
+    /// The `grpc-status` of the header block, if the answer carried it there.
+    header_status: Option<GrpcCode>,
     limit: usize,
     policy: OutcomePolicy,
     settle: Option<Settle>,
-    renewal: Option<(Pin<Box<Sleep>>, Duration, Renew)>,
+    renewal: Option<Renewal>,
 }
 
 impl Tee {
     pub(crate) fn new(
         start: StoredResponse,
+        header_status: Option<GrpcCode>,
         limit: usize,
         policy: OutcomePolicy,
         settle: Settle,
-        lease: Duration,
-        renew: Renew,
+        renewal: Renewal,
     ) -> Self {
-        let every = lease / 3;
         Tee {
             kept: Some((start, BytesMut::new())),
+            header_status,
             limit,
             policy,
             settle: Some(settle),
-            renewal: Some((Box::pin(tokio::time::sleep(every)), every, renew)),
-        }
-    }
-
-    fn renew_when_due(&mut self, cx: &mut Context<'_>) {
-        let Some((sleep, every, renew)) = &mut self.renewal else {
-            return;
-        };
-        while sleep.as_mut().poll(cx).is_ready() {
-            renew();
-            sleep.as_mut().reset(Instant::now() + *every);
+            renewal: Some(renewal),
         }
     }
 
@@ -270,7 +275,8 @@ impl Tee {
         let code = trailers
             .iter()
             .find(|(name, _)| name == "grpc-status")
-            .and_then(|(_, value)| GrpcCode::from_header(value));
+            .and_then(|(_, value)| GrpcCode::from_header(value))
+            .or(self.header_status);
         // A call that ended without a status is broken, whatever its HTTP status said.
         let status = code.map_or(StatusCode::INTERNAL_SERVER_ERROR, GrpcCode::http_status);
         stored.body = copy.freeze();

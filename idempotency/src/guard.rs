@@ -62,16 +62,17 @@ impl<St: IdempotencyStore> ClaimGuard<St> {
     }
 
     /// The handler answered: from now on, a drop records "completed, not replayable".
-    /// Renews the lease to `lease` from now, without waiting: for a response that streams
-    /// after the handler returned.
-    pub(crate) fn renewer(&self, lease: Duration) -> impl Fn() + Send + Sync + 'static {
+    /// Renews the lease every third of `lease` until the task is aborted: for a response that
+    /// streams after the handler returned. `None` without a runtime.
+    pub(crate) fn renewal(&self, lease: Duration) -> Option<tokio::task::JoinHandle<()>> {
         let (store, key, token) = (self.store.clone(), self.key, self.token);
-        move || {
-            let renew = store.renew(key, token, lease);
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { crate::log::fenced("renew", renew.await) });
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        Some(runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                crate::log::fenced("renew", store.renew(key, token, lease).await);
             }
-        }
+        }))
     }
 
     pub(crate) fn handler_finished(&mut self, fingerprint: Fingerprint, ttl: Duration) {

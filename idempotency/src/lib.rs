@@ -86,6 +86,60 @@
 //! Every other response is the handler's, or its replay. Each carries an
 //! [`IdempotencyOutcome`] in its extensions, and each rejection an [`IdempotencyRejection`].
 //!
+//! # gRPC (tonic)
+//!
+//! The layer runs on a tonic 0.14 server (`Server::builder().layer(layer)`): gRPC calls are
+//! POSTs, the key comes from `idempotency-key` metadata, and the handler reads a
+//! [`RequestBody`], which tonic's router takes as it is. A unary reply is kept with its
+//! trailers and replayed whole; a server stream goes through unbuffered and is never replayed.
+//! The fingerprint covers the method path and the message bytes, and protobuf encoding is not
+//! canonical: clients must resend the same bytes. With the `grpc` feature, rejections are
+//! gRPC statuses (in flight `ABORTED`, reuse `INVALID_ARGUMENT`, store down `UNAVAILABLE`).
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use bytes::Bytes;
+//! use http::header::InvalidHeaderValue;
+//! use http::{HeaderMap, HeaderName, Request, Response};
+//! use http_body_util::{BodyExt, Empty, Full};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_idempotency::{IdempotencyLayer, MemoryStore, RequestBody, Scope};
+//! use tower_problem_details::ResponseBody;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let layer = IdempotencyLayer::new(MemoryStore::new(), Scope::header(HeaderName::from_static("x-tenant")))
+//!     // A retry that arrives while the original's result is being kept waits for it.
+//!     .wait_for_in_flight(Duration::from_secs(1));
+//! // A unary gRPC handler's answer: one length-prefixed message, then `grpc-status` in the
+//! // trailers. (On tonic the handler is `OrderServiceServer::new(…)`.)
+//! let handler = service_fn(|_: Request<RequestBody<Full<Bytes>>>| async {
+//!     let mut trailers = HeaderMap::new();
+//!     trailers.insert("grpc-status", "0".parse()?);
+//!     let message = Bytes::from_static(b"\0\0\0\0\x02\x08\x01");
+//!     let mut response = Response::new(ResponseBody::<Empty<Bytes>>::with_trailers(message, Some(trailers)));
+//!     response.headers_mut().insert("content-type", "application/grpc".parse()?);
+//!     Ok::<_, InvalidHeaderValue>(response)
+//! });
+//! let service = ServiceBuilder::new().layer(layer).service(handler);
+//! let call = || {
+//!     Request::post("/orders.v1.OrderService/CreateOrder")
+//!         .header("content-type", "application/grpc")
+//!         .header("x-tenant", "acme")
+//!         .header("idempotency-key", "8e03978e-40d5-43e8-bc93-6894a57f9324")
+//!         .body(Full::new(Bytes::from_static(b"\0\0\0\0\x02\x0a\x00")))
+//! };
+//! let original = service.clone().oneshot(call()?).await?.into_body().collect().await?;
+//! let retry = service.oneshot(call()?).await?;
+//! assert_eq!(retry.headers()["idempotent-replayed"], "true");
+//! let retry = retry.into_body().collect().await?;
+//! assert_eq!(retry.trailers().map(|t| &t["grpc-status"]), Some(&"0".parse()?));
+//! assert_eq!(retry.to_bytes(), original.to_bytes());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Stores
 //!
 //! [`MemoryStore`] keeps claims in this process; [`RedisStore`] (feature `redis`) shares them

@@ -5,8 +5,9 @@ use http::StatusCode;
 /// What happens to a claim once the handler answered.
 ///
 /// The default keeps 2xx, 3xx and 4xx results, except the statuses that depend on time or
-/// credentials and heal by themselves (401, 403, 407, 408, 425, 429), and releases the claim on
-/// 5xx so that a retry runs again. An inner service error, a panic and a dropped future (client
+/// credentials and heal by themselves (401, 403, 407, 408, 425, 429, and 499, a call
+/// cancelled on the way, which is gRPC's `CANCELLED`), and releases the claim on 5xx so that
+/// a retry runs again. An inner service error, a panic and a dropped future (client
 /// gone, timeout layer) always release it.
 ///
 /// [`OutcomePolicy::store_everything`] is Stripe's original rule: every status is kept,
@@ -39,7 +40,7 @@ impl OutcomePolicy {
         if status.is_server_error() {
             return self.store_server_errors;
         }
-        let transient = matches!(status.as_u16(), 401 | 403 | 407 | 408 | 425 | 429);
+        let transient = matches!(status.as_u16(), 401 | 403 | 407 | 408 | 425 | 429 | 499);
         !transient || self.store_transient_client_errors
     }
 }
@@ -63,7 +64,7 @@ mod tests {
                 "{kept}"
             );
         }
-        for released in [401, 403, 407, 408, 425, 429, 500, 502, 503, 504] {
+        for released in [401, 403, 407, 408, 425, 429, 499, 500, 502, 503, 504] {
             assert!(
                 !policy.keeps(StatusCode::from_u16(released).expect("status")),
                 "{released}"

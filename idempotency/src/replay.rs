@@ -25,9 +25,15 @@ pub const DEFAULT_REPLAYED_HEADERS: &[HeaderName] = &[
     header::VARY,
 ];
 
-/// Kept whatever the allow-list says: a replayed gRPC message is compressed with the
-/// encoding this names, and undecodable without it.
-const ALWAYS_REPLAYED: &str = "grpc-encoding";
+/// Kept whatever the allow-list says, because a gRPC answer means nothing without them: the
+/// encoding its message is compressed with, and, in a Trailers-Only answer (a handler's
+/// `Err(Status)`), its status in the header block.
+const ALWAYS_REPLAYED: [&str; 4] = [
+    "grpc-encoding",
+    "grpc-status",
+    "grpc-message",
+    "grpc-status-details-bin",
+];
 
 /// Headers never replayed, even when added to the allow-list by mistake: credentials and
 /// state, hop-by-hop fields, and what is recomputed per response.
@@ -66,9 +72,11 @@ pub(crate) fn keep_headers(
             kept.push((name.clone(), value.clone()));
         }
     }
-    if !allowed.iter().any(|name| name == ALWAYS_REPLAYED) {
-        for value in headers.get_all(ALWAYS_REPLAYED) {
-            kept.push((HeaderName::from_static(ALWAYS_REPLAYED), value.clone()));
+    for always in ALWAYS_REPLAYED {
+        if !allowed.iter().any(|name| name == always) {
+            for value in headers.get_all(always) {
+                kept.push((HeaderName::from_static(always), value.clone()));
+            }
         }
     }
     kept

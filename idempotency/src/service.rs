@@ -18,7 +18,7 @@ use tower_problem_details::{GrpcCode, Protocol};
 use tower_service::Service;
 
 use crate::IdempotencyOutcome;
-use crate::body::{RequestBody, ResponseBody, Settlement, Tee, lines};
+use crate::body::{Renewal, RequestBody, ResponseBody, Settlement, Tee, lines};
 use crate::guard::ClaimGuard;
 use crate::key::{self, ScopedKey};
 use crate::layer::Config;
@@ -343,12 +343,17 @@ where
     };
     if protocol == Protocol::Grpc && !body.is_end_stream() {
         // A gRPC response may be a stream: it goes through as it comes, and a copy is kept for
-        // as long as it is one message.
-        let tee = tee(config, guard, fingerprint, start);
-        return Ok(executed(Response::from_parts(
-            parts,
-            ResponseBody::kept(body, tee),
-        )));
+        // as long as it is one message. (Without a runtime to renew the lease it is not kept.)
+        let header_status = parts
+            .headers
+            .get("grpc-status")
+            .and_then(GrpcCode::from_header);
+        return Ok(executed(
+            match tee(config, guard, fingerprint, start, header_status) {
+                Some(tee) => Response::from_parts(parts, ResponseBody::kept(body, tee)),
+                None => Response::from_parts(parts, ResponseBody::inner(body)),
+            },
+        ));
     }
     let fits = body
         .size_hint()
@@ -402,8 +407,9 @@ fn tee<St: IdempotencyStore>(
     guard: ClaimGuard<St>,
     fingerprint: Fingerprint,
     start: StoredResponse,
-) -> Tee {
-    let renew = guard.renewer(config.lease);
+    header_status: Option<GrpcCode>,
+) -> Option<Tee> {
+    let renewal = Renewal::new(guard.renewal(config.lease)?);
     let ttl = config.ttl;
     let settle = Box::new(move |settlement| {
         let settled = async move {
@@ -426,14 +432,14 @@ fn tee<St: IdempotencyStore>(
             runtime.spawn(settled);
         }
     });
-    Tee::new(
+    Some(Tee::new(
         start,
+        header_status,
         config.max_response_body,
         config.policy,
         settle,
-        config.lease,
-        Box::new(renew),
-    )
+        renewal,
+    ))
 }
 
 fn respond<St, B>(

@@ -90,6 +90,33 @@ async fn grpc_retries_with_a_key_replay_the_original_reply_and_its_trailers() {
 }
 
 #[tokio::test]
+async fn grpc_definite_errors_are_replayed_with_their_status() {
+    let echo = EchoHandler::new();
+    let mut client = grpc::client(serve(MemoryStore::new(), &echo).await).await;
+    // NOT_FOUND is a definite answer (404): kept, and replayed with its code and message,
+    // which tonic sent in the header block (Trailers-Only).
+    let original = client
+        .say(keyed("k5", "missing", 0))
+        .await
+        .expect_err("NOT_FOUND");
+    assert_eq!(original.code(), Code::NotFound);
+    let replay = client
+        .say(keyed("k5", "missing", 0))
+        .await
+        .expect_err("NOT_FOUND again");
+    assert_eq!(replay.code(), Code::NotFound);
+    assert_eq!(replay.message(), "no order 42");
+    assert_eq!(
+        replay
+            .metadata()
+            .get("idempotent-replayed")
+            .expect("a replay"),
+        "true"
+    );
+    assert_eq!(echo.executions(), 1);
+}
+
+#[tokio::test]
 async fn grpc_failures_a_retry_may_cure_give_the_key_back() {
     let echo = EchoHandler::new();
     let mut client = grpc::client(serve(MemoryStore::new(), &echo).await).await;

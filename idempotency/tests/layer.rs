@@ -1002,3 +1002,60 @@ fn layers_services_bodies_and_futures_are_send_and_sync() {
     // Boxed behind `dyn Future + Send`: a future is polled by one task at a time.
     assert_send::<tower_idempotency::ResponseFuture<Out, Infallible>>();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_response_the_client_stops_reading_keeps_its_claim_past_the_lease() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Inner>| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            // A gRPC response whose body never comes: a client that stopped reading looks the
+            // same to the layer (the body is not polled).
+            let body = http_body_util::StreamBody::new(futures_util::stream::pending::<
+                Result<http_body::Frame<Bytes>, Infallible>,
+            >());
+            let mut response = Response::new(body);
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, "application/grpc".parse().unwrap());
+            async move { Ok::<_, Infallible>(response) }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(
+            IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).lease(Duration::from_secs(3)),
+        )
+        .service(handler);
+    let call = || {
+        let mut request = post(Some("g"), "{}");
+        request
+            .headers_mut()
+            .insert(CONTENT_TYPE, "application/grpc".parse().unwrap());
+        request
+    };
+    let original = service.clone().oneshot(call()).await.unwrap();
+    // Ten leases later, the original's claim still holds: a retry is refused, not run.
+    for _ in 0..30 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+    }
+    let retry = service.clone().oneshot(call()).await.unwrap();
+    assert_eq!(
+        retry.extensions().get::<IdempotencyRejection>(),
+        Some(&IdempotencyRejection::InFlight)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // The client goes away: the handler ran, so the key is completed, never run again.
+    drop(original);
+    for _ in 0..3 {
+        tokio::task::yield_now().await;
+    }
+    let retry = service.oneshot(call()).await.unwrap();
+    assert_eq!(
+        retry.extensions().get::<IdempotencyRejection>(),
+        Some(&IdempotencyRejection::ResultUnavailable)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

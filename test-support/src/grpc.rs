@@ -109,6 +109,7 @@ impl pb::echo_server::Echo for EchoHandler {
         let text = request.into_inner().text;
         match text.as_str() {
             "panic" => panic!("the handler panicked on purpose"),
+            "missing" => Err(Status::not_found("no order 42")),
             "fail" => Err(Status::internal(
                 "connection to db-7.internal:5432 refused (password for user orders)",
             )),

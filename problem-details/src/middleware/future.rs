@@ -20,7 +20,7 @@ use super::request_id::{REQUEST_ID_MEMBER, RequestId};
 use crate::body::ResponseBody;
 use crate::catalog::ProblemKind;
 #[cfg(feature = "grpc")]
-use crate::grpc::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS};
+use crate::grpc::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS, GrpcCode};
 use crate::problem::Problem;
 use crate::rejection::{Protocol, Rejection};
 use crate::response::{is_problem_content_type, media_type_is};
@@ -325,9 +325,16 @@ fn hide_grpc_internals<B: Body>(
 /// or trailers).
 #[cfg(feature = "grpc")]
 fn replace_internal_status(fields: &mut http::HeaderMap, config: &Config, id: &RequestId) {
+    // Parsed as clients parse it, so that ` 13` or `013` is no way around the check.
     let failed = fields
         .get(GRPC_STATUS)
-        .is_some_and(|code| matches!(code.as_bytes(), b"2" | b"13" | b"15"));
+        .and_then(GrpcCode::from_header)
+        .is_some_and(|code| {
+            matches!(
+                code,
+                GrpcCode::Unknown | GrpcCode::Internal | GrpcCode::DataLoss
+            )
+        });
     if !failed {
         return;
     }
