@@ -21,7 +21,7 @@ impl Problem {
     /// (`type`, `title`, `status`, `detail`, `instance`), then extensions in order; `type` is
     /// omitted when it is `about:blank`.
     pub fn to_json_vec(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128 + 48 * self.extensions.len());
+        let mut out = Vec::with_capacity(self.estimated_json_len());
         match serde_json::to_writer(&mut out, self) {
             Ok(()) => out,
             // Unreachable with the types this crate holds (strings, a status code and JSON
@@ -39,6 +39,29 @@ impl Problem {
     /// [`to_json_vec`](Self::to_json_vec) as `Bytes`.
     pub fn to_json_bytes(&self) -> Bytes {
         Bytes::from(self.to_json_vec())
+    }
+
+    /// About the size of the document, so that writing it allocates once: the members' text
+    /// plus their names and punctuation (escapes and numbers may take a few bytes more).
+    fn estimated_json_len(&self) -> usize {
+        const MEMBER: usize = 12;
+        let text = |s: Option<&str>| s.map_or(0, |s| s.len() + MEMBER);
+        let extensions: usize = self
+            .extensions
+            .iter()
+            .map(|(name, value)| {
+                let value = match value {
+                    Value::String(s) => s.len(),
+                    _ => 32,
+                };
+                name.len() + value + MEMBER
+            })
+            .sum();
+        16 + text(Some(self.problem_type.as_str()))
+            + text(self.title.as_deref())
+            + text(self.detail.as_deref())
+            + text(self.instance.as_ref().map(UriRef::as_str))
+            + extensions
     }
 
     /// Reads a problem details document.
