@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tower_problem_details::GrpcCode;
 
 use crate::policy::OutcomePolicy;
+use crate::replay::GRPC_STATUS;
 use crate::store::StoredResponse;
 
 pin_project! {
@@ -274,7 +275,7 @@ impl Tee {
         let trailers = trailers.map(lines).unwrap_or_default();
         let code = trailers
             .iter()
-            .find(|(name, _)| name == "grpc-status")
+            .find(|(name, _)| *name == GRPC_STATUS)
             .and_then(|(_, value)| GrpcCode::from_header(value))
             .or(self.header_status);
         // A call that ended without a status is broken, whatever its HTTP status said.

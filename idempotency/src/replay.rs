@@ -3,6 +3,8 @@
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Response};
 
+use tower_problem_details::Protocol;
+
 use crate::body::ResponseBody;
 use crate::store::StoredResponse;
 
@@ -25,15 +27,18 @@ pub const DEFAULT_REPLAYED_HEADERS: &[HeaderName] = &[
     header::VARY,
 ];
 
-/// Kept whatever the allow-list says, because a gRPC answer means nothing without them: the
-/// encoding its message is compressed with, and, in a Trailers-Only answer (a handler's
-/// `Err(Status)`), its status in the header block.
-const ALWAYS_REPLAYED: [&str; 4] = [
-    "grpc-encoding",
-    "grpc-status",
-    "grpc-message",
-    "grpc-status-details-bin",
+/// Kept from a gRPC answer whatever the allow-list says, because it means nothing without
+/// them: the encoding its message is compressed with, and, in a Trailers-Only answer (a
+/// handler's `Err(Status)`), its status in the header block.
+const GRPC_REPLAYED: [HeaderName; 4] = [
+    HeaderName::from_static("grpc-encoding"),
+    GRPC_STATUS,
+    HeaderName::from_static("grpc-message"),
+    HeaderName::from_static("grpc-status-details-bin"),
 ];
+
+/// `grpc-status`.
+pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Headers never replayed, even when added to the allow-list by mistake: credentials and
 /// state, hop-by-hop fields, and what is recomputed per response.
@@ -61,10 +66,12 @@ pub(crate) fn replayable(name: &HeaderName) -> bool {
     !NEVER_REPLAYED.contains(&name.as_str())
 }
 
-/// The allow-listed header lines of `headers`, raw and in order.
+/// The allow-listed header lines of `headers`, raw and in order, and for a gRPC answer the
+/// lines it cannot do without.
 pub(crate) fn keep_headers(
     headers: &HeaderMap,
     allowed: &[HeaderName],
+    protocol: Protocol,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut kept = Vec::new();
     for name in allowed {
@@ -72,10 +79,12 @@ pub(crate) fn keep_headers(
             kept.push((name.clone(), value.clone()));
         }
     }
-    for always in ALWAYS_REPLAYED {
-        if !allowed.iter().any(|name| name == always) {
-            for value in headers.get_all(always) {
-                kept.push((HeaderName::from_static(always), value.clone()));
+    if protocol == Protocol::Grpc {
+        for name in &GRPC_REPLAYED {
+            if !allowed.contains(name) {
+                for value in headers.get_all(name) {
+                    kept.push((name.clone(), value.clone()));
+                }
             }
         }
     }

@@ -23,7 +23,7 @@ use crate::guard::ClaimGuard;
 use crate::key::{self, ScopedKey};
 use crate::layer::Config;
 use crate::rejection::{IdempotencyRejection, rejection};
-use crate::replay::{keep_headers, replay};
+use crate::replay::{GRPC_STATUS, keep_headers, replay};
 use crate::scope::{fingerprint, store_key};
 use crate::store::{
     Claim, Completion, FencingToken, Fingerprint, IdempotencyStore, StoreKey, StoredResponse,
@@ -303,7 +303,7 @@ where
             return Err(error);
         }
     };
-    if !config.policy.keeps(outcome_status(&response)) {
+    if !config.policy.keeps(outcome_status(&response, protocol)) {
         guard.release().await;
         return Ok(executed(response.map(ResponseBody::inner)));
     }
@@ -313,11 +313,12 @@ where
 
 /// The status the outcome policy judges: the HTTP status, or for a gRPC answer that carries its
 /// `grpc-status` in the header block, the status of that code.
-fn outcome_status<B>(response: &Response<B>) -> StatusCode {
-    response
-        .headers()
-        .get("grpc-status")
-        .and_then(GrpcCode::from_header)
+fn outcome_status<B>(response: &Response<B>, protocol: Protocol) -> StatusCode {
+    let code = match protocol {
+        Protocol::Grpc => response.headers().get(GRPC_STATUS),
+        _ => None,
+    };
+    code.and_then(GrpcCode::from_header)
         .map_or(response.status(), GrpcCode::http_status)
 }
 
@@ -337,7 +338,7 @@ where
     let (parts, body) = response.into_parts();
     let start = StoredResponse {
         status: parts.status,
-        headers: keep_headers(&parts.headers, &config.replayed_headers),
+        headers: keep_headers(&parts.headers, &config.replayed_headers, protocol),
         body: Bytes::new(),
         trailers: Vec::new(),
     };
