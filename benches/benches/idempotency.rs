@@ -27,11 +27,15 @@ type Body = Full<Bytes>;
 static BODY: [u8; 1024] = [b'x'; 1024];
 
 fn request(key: &str) -> Request<Body> {
+    request_with(key, Bytes::from_static(&BODY))
+}
+
+fn request_with(key: &str, body: Bytes) -> Request<Body> {
     Request::post("/v1/orders")
         .header("x-tenant", "acme")
         .header("content-type", "application/json")
         .header("idempotency-key", key)
-        .body(Body::from(Bytes::from_static(&BODY)))
+        .body(Body::from(body))
         .expect("valid request")
 }
 
@@ -137,6 +141,47 @@ fn memory(c: &mut Criterion) {
     cases(c, &runtime, "idempotency/memory", store);
 }
 
+/// How the first execution's cost grows with the body, beside the bare SHA-256 of that body
+/// (the fingerprint's hash) and the bare service: the layer's cost per KiB against the hash's.
+fn body_sizes(c: &mut Criterion) {
+    use sha2::Digest as _;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let store = MemoryStore::new()
+        .max_bytes(1 << 40)
+        .and_then(|store| store.max_bytes_per_scope(1 << 40))
+        .expect("a valid budget");
+    let mut service = layered(store);
+    let mut bare = handler::<Body>();
+    let counter = AtomicU64::new(0);
+    let run = u64::from(std::process::id());
+    let mut group = c.benchmark_group("idempotency/memory_body_size");
+    for (label, size) in [
+        ("1 KiB", 1usize << 10),
+        ("64 KiB", 1 << 16),
+        ("1 MiB", 1 << 20),
+    ] {
+        let body = Bytes::from(vec![b'x'; size]);
+        group.throughput(criterion::Throughput::Bytes(size as u64));
+        group.bench_function(format!("sha256 of the body/{label}"), |b| {
+            b.iter(|| sha2::Sha256::digest(black_box(&body)));
+        });
+        group.bench_function(format!("bare service/{label}"), |b| {
+            b.iter(|| runtime.block_on(send(&mut bare, request_with("unused", body.clone()))));
+        });
+        group.bench_function(format!("first execution/{label}"), |b| {
+            b.iter(|| {
+                let key = format!("{run}-{size}-{}", counter.fetch_add(1, Ordering::Relaxed));
+                runtime.block_on(send(&mut service, request_with(&key, body.clone())))
+            });
+        });
+    }
+    group.finish();
+}
+
 fn redis(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -158,6 +203,6 @@ fn redis(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(std::time::Duration::from_secs(3)).sample_size(30);
-    targets = memory, redis
+    targets = memory, body_sizes, redis
 }
 criterion_main!(benches);
