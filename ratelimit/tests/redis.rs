@@ -122,9 +122,14 @@ async fn mixing_global_and_per_key_policies_tags_every_key_with_the_prefix() {
     let redis = redis("mixing_global_and_per_key_policies");
     let prefix = redis.prefix().trim_end_matches(':');
     let store = connect(redis.url(), prefix).await;
-    let global = Policy::gcra("global", Quota::per_second(1000).unwrap())
-        .unwrap()
-        .global();
+    // A slow rate, so that its key outlives the check below: a GCRA key lives until its bucket
+    // has refilled (at 1000 per second, a millisecond, which a loaded machine can miss).
+    let global = Policy::gcra(
+        "global",
+        Quota::new(1000, Duration::from_secs(3600)).unwrap(),
+    )
+    .unwrap()
+    .global();
     let layer = RateLimitLayer::new(store, [policies()[0].clone(), global], api_key()).unwrap();
     let response = service(layer).oneshot(request("k1")).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
