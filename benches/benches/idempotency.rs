@@ -126,19 +126,21 @@ fn cases<St: IdempotencyStore>(c: &mut Criterion, runtime: &Runtime, group: &str
     group.finish();
 }
 
+/// A memory store with room for every record the bench makes: every first execution adds one,
+/// and evictions at the default bound would be measured instead of the layer.
+fn roomy_store() -> MemoryStore {
+    MemoryStore::new()
+        .max_bytes(1 << 40)
+        .and_then(|store| store.max_bytes_per_scope(1 << 40))
+        .expect("a valid budget")
+}
+
 fn memory(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    // Unbounded for the bench: every first execution adds a record, and evictions at the
-    // default bound would be measured instead of the layer.
-    // Room for every record the bench makes: eviction is not what is measured.
-    let store = MemoryStore::new()
-        .max_bytes(1 << 40)
-        .and_then(|store| store.max_bytes_per_scope(1 << 40))
-        .expect("a valid budget");
-    cases(c, &runtime, "idempotency/memory", store);
+    cases(c, &runtime, "idempotency/memory", roomy_store());
 }
 
 /// How the first execution's cost grows with the body, beside the bare SHA-256 of that body
@@ -150,11 +152,7 @@ fn body_sizes(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let store = MemoryStore::new()
-        .max_bytes(1 << 40)
-        .and_then(|store| store.max_bytes_per_scope(1 << 40))
-        .expect("a valid budget");
-    let mut service = layered(store);
+    let mut service = layered(roomy_store());
     let mut bare = handler::<Body>();
     let counter = AtomicU64::new(0);
     let run = u64::from(std::process::id());

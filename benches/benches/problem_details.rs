@@ -109,9 +109,14 @@ fn parse(c: &mut Criterion) {
 /// What a guardrail's rejection cost before the shared responder: the rate limiter's
 /// hand-written 429 (problem, extension member, response, `Retry-After`, typed reason).
 fn hand_written(catalog: &ProblemCatalog, wait: Duration) -> Response<Full<Bytes>> {
-    let mut problem = catalog
-        .problem(ProblemKind::QuotaExceeded)
-        .with_detail("The quota of burst is used up; retry in 3 s.");
+    let problem = catalog.problem(ProblemKind::QuotaExceeded);
+    render_by_hand(problem, wait)
+}
+
+/// The rest of the hand-written 429: detail, extension member, response, `Retry-After`,
+/// typed reason.
+fn render_by_hand(problem: Problem, wait: Duration) -> Response<Full<Bytes>> {
+    let mut problem = problem.with_detail("The quota of burst is used up; retry in 3 s.");
     let _ = problem.insert_extension("violated-policies", vec!["burst".to_owned()]);
     let mut response = problem.into_response::<Full<Bytes>>();
     response
@@ -126,17 +131,10 @@ fn hand_written(catalog: &ProblemCatalog, wait: Duration) -> Response<Full<Bytes
 fn hand_written_before(catalog: &ProblemCatalog, wait: Duration) -> Response<Full<Bytes>> {
     let kind = ProblemKind::QuotaExceeded;
     let uri = UriRef::try_from(format!("{}{}", catalog.base(), kind.slug())).expect("valid");
-    let mut problem = Problem::new(kind.status())
+    let problem = Problem::new(kind.status())
         .with_type(uri)
-        .with_title(kind.title())
-        .with_detail("The quota of burst is used up; retry in 3 s.");
-    let _ = problem.insert_extension("violated-policies", vec!["burst".to_owned()]);
-    let mut response = problem.into_response::<Full<Bytes>>();
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
-    response.extensions_mut().insert(vec!["burst".to_owned()]);
-    response
+        .with_title(kind.title());
+    render_by_hand(problem, wait)
 }
 
 /// The same rejection described as data and rendered by the shared responder, as every

@@ -8,10 +8,9 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tower_problem_details::GrpcCode;
+use tower_problem_details::{GRPC_STATUS, GrpcCode};
 
 use crate::policy::OutcomePolicy;
-use crate::replay::GRPC_STATUS;
 use crate::store::StoredResponse;
 
 pin_project! {
@@ -21,16 +20,9 @@ pin_project! {
     /// axum's and tonic's routers take any body, so this is invisible there; a plain
     /// `service_fn` handler names it (`Request<RequestBody<B>>`) or is generic over the body.
     pub struct RequestBody<B> {
+        // The workspace's body of "the inner one or bytes already in hand".
         #[pin]
-        kind: RequestKind<B>,
-    }
-}
-
-pin_project! {
-    #[project = RequestKindProj]
-    enum RequestKind<B> {
-        Inner { #[pin] body: B },
-        Read { data: Option<Bytes> },
+        body: tower_problem_details::ResponseBody<B>,
     }
 }
 
@@ -38,16 +30,14 @@ impl<B> RequestBody<B> {
     /// The original body, passed through.
     pub fn new(body: B) -> Self {
         RequestBody {
-            kind: RequestKind::Inner { body },
+            body: tower_problem_details::ResponseBody::new(body),
         }
     }
 
     /// A body of bytes already read.
     pub fn read(data: Bytes) -> Self {
         RequestBody {
-            kind: RequestKind::Read {
-                data: (!data.is_empty()).then_some(data),
-            },
+            body: tower_problem_details::ResponseBody::full(data),
         }
     }
 }
@@ -60,35 +50,21 @@ impl<B: Body<Data = Bytes>> Body for RequestBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            RequestKindProj::Inner { body } => body.poll_frame(cx),
-            RequestKindProj::Read { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        }
+        self.project().body.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            RequestKind::Inner { body } => body.is_end_stream(),
-            RequestKind::Read { data } => data.is_none(),
-        }
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            RequestKind::Inner { body } => body.size_hint(),
-            RequestKind::Read { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-        }
+        self.body.size_hint()
     }
 }
 
 impl<B> fmt::Debug for RequestBody<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            RequestKind::Inner { .. } => f.write_str("RequestBody::Inner"),
-            RequestKind::Read { data } => f.debug_tuple("RequestBody::Read").field(data).finish(),
-        }
+        f.debug_tuple("RequestBody").field(&self.body).finish()
     }
 }
 

@@ -3,7 +3,7 @@
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Response};
 
-use tower_problem_details::Protocol;
+use tower_problem_details::{GRPC_MESSAGE, GRPC_STATUS, GRPC_STATUS_DETAILS, Protocol};
 
 use crate::body::ResponseBody;
 use crate::store::StoredResponse;
@@ -33,12 +33,9 @@ pub const DEFAULT_REPLAYED_HEADERS: &[HeaderName] = &[
 const GRPC_REPLAYED: [HeaderName; 4] = [
     HeaderName::from_static("grpc-encoding"),
     GRPC_STATUS,
-    HeaderName::from_static("grpc-message"),
-    HeaderName::from_static("grpc-status-details-bin"),
+    GRPC_MESSAGE,
+    GRPC_STATUS_DETAILS,
 ];
-
-/// `grpc-status`.
-pub(crate) const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// Headers never replayed, even when added to the allow-list by mistake: credentials and
 /// state, hop-by-hop fields, and what is recomputed per response.

@@ -14,7 +14,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::time::Instant;
-use tower_problem_details::{GrpcCode, Protocol};
+use tower_problem_details::{GRPC_STATUS, GrpcCode, Protocol};
 use tower_service::Service;
 
 use crate::IdempotencyOutcome;
@@ -23,7 +23,7 @@ use crate::guard::ClaimGuard;
 use crate::key::{self, ScopedKey};
 use crate::layer::Config;
 use crate::rejection::{IdempotencyRejection, rejection};
-use crate::replay::{GRPC_STATUS, keep_headers, replay};
+use crate::replay::{keep_headers, replay};
 use crate::scope::{fingerprint, store_key};
 use crate::store::{
     Claim, Completion, FencingToken, Fingerprint, IdempotencyStore, StoreKey, StoredResponse,
@@ -158,10 +158,10 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    let protocol = Protocol::of(request.headers());
     if !config.methods.contains(request.method()) {
         return bypass(inner.call(request.map(RequestBody::new)).await);
     }
+    let protocol = Protocol::of(request.headers());
     let admitted = match admit(&config, request).await {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(request)) => return bypass(inner.call(request).await),
@@ -347,7 +347,7 @@ where
         // as long as it is one message. (Without a runtime to renew the lease it is not kept.)
         let header_status = parts
             .headers
-            .get("grpc-status")
+            .get(GRPC_STATUS)
             .and_then(GrpcCode::from_header);
         return Ok(executed(
             match tee(config, guard, fingerprint, start, header_status) {

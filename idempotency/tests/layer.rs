@@ -1059,3 +1059,56 @@ async fn a_grpc_response_the_client_stops_reading_keeps_its_claim_past_the_lease
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_grpc_reply_over_the_response_limit_goes_through_whole_and_is_not_kept() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Inner>| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            // One gRPC message of 200 bytes (prefix: uncompressed, big-endian length), then
+            // the status in the trailers.
+            let mut message = vec![0, 0, 0, 0, 200];
+            message.extend([7u8; 200]);
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let body = tower_problem_details::ResponseBody::<Body>::with_trailers(
+                Bytes::from(message),
+                Some(trailers),
+            );
+            let mut response = Response::new(body);
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, "application/grpc".parse().unwrap());
+            async move { Ok::<_, Infallible>(response) }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).max_response_body(64))
+        .service(handler);
+    let call = || {
+        let mut request = post(Some("big"), "{}");
+        request
+            .headers_mut()
+            .insert(CONTENT_TYPE, "application/grpc".parse().unwrap());
+        request
+    };
+    let original = service.clone().oneshot(call()).await.unwrap();
+    let original = original.into_body().collect().await.unwrap();
+    assert_eq!(
+        original.trailers().map(|t| &t["grpc-status"]),
+        Some(&"0".parse().unwrap())
+    );
+    assert_eq!(original.to_bytes().len(), 205, "the client got all of it");
+    // The claim is settled by a spawned write: let it run.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let retry = service.oneshot(call()).await.unwrap();
+    assert_eq!(
+        retry.extensions().get::<IdempotencyRejection>(),
+        Some(&IdempotencyRejection::ResultUnavailable)
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

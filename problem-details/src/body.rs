@@ -36,6 +36,8 @@ pub(crate) type Rewrite = Box<dyn FnOnce(&mut HeaderMap) + Send + Sync>;
 impl<B> ResponseBody<B> {
     /// The inner service's body, passed through but for its trailers, which `rewrite` may
     /// change.
+    // Only `ProblemLayer`'s gRPC rendering rewrites trailers.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     pub(crate) fn rewriting_trailers(body: B, rewrite: Rewrite) -> Self {
         ResponseBody {
             kind: Kind::Trailers {

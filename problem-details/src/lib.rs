@@ -17,7 +17,6 @@ pub use self::body::ResponseBody;
 pub use self::catalog::{ProblemCatalog, ProblemKind};
 pub use self::error::{ExtensionError, ParseError, ParseErrorKind};
 pub use self::grpc::GrpcCode;
-#[cfg(feature = "grpc")]
 pub use self::grpc::{GRPC_MESSAGE, GRPC_RETRY_PUSHBACK, GRPC_STATUS, GRPC_STATUS_DETAILS};
 pub use self::json::APPLICATION_PROBLEM_JSON;
 pub use self::middleware::{ProblemLayer, REQUEST_ID_MEMBER, RequestId};

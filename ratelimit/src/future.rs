@@ -34,7 +34,6 @@ pin_project! {
         pending: Option<Pending<S, ReqBody>>,
         context: Option<(Arc<Config>, Arc<State<St>>)>,
         decisions: Option<Decisions>,
-        protocol: Protocol,
     }
 }
 
@@ -64,7 +63,6 @@ where
         inner: S,
         request: Request<ReqBody>,
         key: RateLimitKey,
-        protocol: Protocol,
         config: Arc<Config>,
         state: Arc<State<St>>,
     ) -> Self {
@@ -77,7 +75,6 @@ where
             }),
             context: Some((config, state)),
             decisions: None,
-            protocol,
         }
     }
 
@@ -89,7 +86,6 @@ where
             pending: None,
             context: None,
             decisions: None,
-            protocol: Protocol::Http,
         }
     }
 }
@@ -142,7 +138,9 @@ where
                                 &config.policies,
                                 &decisions,
                             );
-                            let mut response = config.responder.respond(rejection, *this.protocol);
+                            let mut response = config
+                                .responder
+                                .respond(rejection, Protocol::of(request.headers()));
                             response.extensions_mut().insert(reason);
                             finish(&mut response, config, decisions);
                             this.step.set(Step::Answered { response: None });
@@ -165,8 +163,9 @@ where
                             if config.fail_closed {
                                 let rejection =
                                     rejection::store_unavailable(&config.catalog, &error);
-                                let mut response =
-                                    config.responder.respond(rejection, *this.protocol);
+                                let mut response = config
+                                    .responder
+                                    .respond(rejection, Protocol::of(request.headers()));
                                 response
                                     .extensions_mut()
                                     .insert(RateLimitRejection::StoreUnavailable);

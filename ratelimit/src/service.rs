@@ -64,7 +64,6 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, body) = request.into_parts();
-        let protocol = Protocol::of(&parts.headers);
         let Some(key) = self.config.key.extract(&parts) else {
             self.config.report(
                 &self.state.counters,
@@ -75,7 +74,10 @@ where
                 },
             );
             let rejection = rejection::missing_key(&self.config.catalog, &self.config.missing_key);
-            let mut response = self.config.responder.respond(rejection, protocol);
+            let mut response = self
+                .config
+                .responder
+                .respond(rejection, Protocol::of(&parts.headers));
             response
                 .extensions_mut()
                 .insert(RateLimitRejection::MissingKey);
@@ -93,7 +95,6 @@ where
             inner,
             Request::from_parts(parts, body),
             key,
-            protocol,
             Arc::clone(&self.config),
             Arc::clone(&self.state),
         )

@@ -2,15 +2,23 @@
 
 use std::fmt;
 
-use http::StatusCode;
+use http::{HeaderName, StatusCode};
 
 use crate::catalog::ProblemKind;
 
 #[cfg(feature = "grpc")]
 mod wire;
 
-#[cfg(feature = "grpc")]
-pub use self::wire::{GRPC_MESSAGE, GRPC_RETRY_PUSHBACK, GRPC_STATUS, GRPC_STATUS_DETAILS};
+// The field names are plain constants, for every crate that reads gRPC answers (the
+// idempotency layer keeps them); only the rendering needs the `grpc` feature.
+/// `grpc-status`.
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+/// `grpc-message`.
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// `grpc-status-details-bin`.
+pub const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
+/// `grpc-retry-pushback-ms` (gRPC proposal A6).
+pub const GRPC_RETRY_PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 macro_rules! codes {
     ($( $(#[$doc:meta])* $variant:ident = $value:literal, $name:literal; )*) => {
@@ -18,6 +26,17 @@ macro_rules! codes {
         ///
         /// The discriminant is the wire value: `GrpcCode::ResourceExhausted as i32 == 8`, which
         /// is what `tonic::Code::from(i32)` takes.
+        ///
+        /// ```
+        /// use tower_problem_details::{GrpcCode, ProblemKind};
+        ///
+        /// let code = ProblemKind::QuotaExceeded.grpc_code();
+        /// assert_eq!(code, GrpcCode::ResourceExhausted);
+        /// assert_eq!((code.value(), code.name()), (8, "RESOURCE_EXHAUSTED"));
+        /// assert_eq!(code.http_status(), 429);
+        /// assert_eq!(GrpcCode::from_header(&"14".parse()?), Some(GrpcCode::Unavailable));
+        /// # Ok::<(), http::header::InvalidHeaderValue>(())
+        /// ```
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum GrpcCode {

@@ -11,21 +11,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, Response};
+use http::{HeaderValue, Response};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use prost::Message;
 use serde_json::Value;
 
+use super::{GRPC_MESSAGE, GRPC_RETRY_PUSHBACK, GRPC_STATUS, GRPC_STATUS_DETAILS};
 use crate::rejection::{Rejection, append};
-
-/// `grpc-status`.
-pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
-/// `grpc-message`.
-pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
-/// `grpc-status-details-bin`.
-pub const GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
-/// `grpc-retry-pushback-ms` (gRPC proposal A6).
-pub const GRPC_RETRY_PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
 /// What `grpc-message` leaves unencoded: printable ASCII but `%` (gRPC's PROTOCOL-HTTP2.md:
 /// `%x20-%x24 / %x26-%x7E`); everything else, non-ASCII included, is percent-encoded.
