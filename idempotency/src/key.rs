@@ -4,7 +4,7 @@ use http::HeaderMap;
 #[cfg(test)]
 use http::HeaderValue;
 
-use crate::store::StoreKey;
+use crate::store::{FencingToken, StoreKey};
 
 /// The header name.
 pub const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
@@ -112,18 +112,22 @@ fn parse_value(bytes: &[u8]) -> Result<String, KeyError> {
     Err(KeyError::Malformed)
 }
 
-/// The idempotency key of the request being executed, put into the request extensions for
-/// the handler (for example for a unique constraint that survives a crash between the
-/// database commit and the store's completion).
+/// The idempotency key of the request being executed and the claim the layer holds on it, put
+/// into the request extensions for the handler: for a unique constraint that survives a crash
+/// between the database commit and the store's completion, or for the SQL store's
+/// `commit_in`, which marks the key done inside the handler's own transaction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScopedKey {
     key: String,
     scoped: StoreKey,
+    token: FencingToken,
 }
 
 impl ScopedKey {
-    pub(crate) fn new(key: String, scoped: StoreKey) -> Self {
-        ScopedKey { key, scoped }
+    /// The key `key`, stored as `scoped`, claimed with `token`. The layer makes these; make
+    /// one yourself to test a store of your own.
+    pub fn new(key: String, scoped: StoreKey, token: FencingToken) -> Self {
+        ScopedKey { key, scoped, token }
     }
 
     /// The key as the client sent it (unquoted).
@@ -135,6 +139,11 @@ impl ScopedKey {
     /// across callers. Safe to store.
     pub fn scoped(&self) -> StoreKey {
         self.scoped
+    }
+
+    /// The fencing token of the layer's claim on the key, for this execution.
+    pub fn token(&self) -> FencingToken {
+        self.token
     }
 }
 

@@ -143,7 +143,9 @@
 //! # Stores
 //!
 //! [`MemoryStore`] keeps claims in this process; [`RedisStore`] (feature `redis`) shares them
-//! between instances. Your own store implements [`IdempotencyStore`]; the `conformance`
+//! between instances, and so does `SqlStore` (features `postgres`, `sqlite`) in a table of the
+//! service's own database, where a handler can also mark its key done inside its own
+//! transaction (`SqlStore::commit_in_postgres`). Your own store implements [`IdempotencyStore`]; the `conformance`
 //! feature's [`conformance`] suite checks that it keeps the contract.
 
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -181,6 +183,11 @@ pub use store::memory::{
 };
 #[cfg(feature = "redis")]
 pub use store::redis::RedisStore;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use store::sql::{
+    DEFAULT_SQL_TIMEOUT, DEFAULT_TABLE, POSTGRES_MIGRATION, SQLITE_MIGRATION, SWEEP_BATCH,
+    SWEEP_MAX_BATCHES, SqlStore, Sweeper, is_outage,
+};
 pub use store::{
     Claim, Completion, Fenced, FencingToken, Fingerprint, IdempotencyStore, ScopeId, StoreKey,
     StoredResponse,

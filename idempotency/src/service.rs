@@ -294,7 +294,7 @@ where
     // From here on, the claim is released if this future is dropped or panics, and its lease
     // is renewed while the handler runs.
     let mut guard = ClaimGuard::new(config.store.clone(), scoped, token);
-    parts.extensions.insert(ScopedKey::new(key, scoped));
+    parts.extensions.insert(ScopedKey::new(key, scoped, token));
     let call = inner.call(Request::from_parts(parts, RequestBody::read(body)));
     let response = match guard.hold_while(call, config.lease).await {
         Ok(response) => response,

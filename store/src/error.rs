@@ -121,6 +121,9 @@ pub enum ConfigErrorKind {
     BackOff,
     /// A zero timeout.
     Timeout,
+    /// A SQL table name that is not a plain identifier (letters, digits and `_`, optionally
+    /// schema-qualified).
+    Identifier(String),
     /// A memory store's byte budget of zero, or a per-scope share of zero or above the
     /// budget.
     MemoryBudget,
@@ -152,6 +155,10 @@ impl fmt::Display for ConfigError {
                 "a circuit breaker needs a non-zero back-off, and a longest back-off at least as long",
             ),
             ConfigErrorKind::Timeout => f.write_str("a store timeout must be longer than zero"),
+            ConfigErrorKind::Identifier(name) => write!(
+                f,
+                "`{name}` cannot be a table name (letters, digits and `_`, optionally `schema.table`)"
+            ),
             ConfigErrorKind::MemoryBudget => f.write_str(
                 "a memory store needs a non-zero byte budget and a per-scope share within it",
             ),

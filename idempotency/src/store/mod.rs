@@ -1,9 +1,13 @@
-//! Where claims and results live: the [`IdempotencyStore`] trait, its vocabulary, and two
-//! implementations.
+//! Where claims and results live: the [`IdempotencyStore`] trait, its vocabulary, and the
+//! stores: memory, and with features Redis, PostgreSQL and SQLite.
 
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) mod sql;
+#[cfg(any(feature = "redis", feature = "postgres", feature = "sqlite"))]
+mod wire;
 
 use std::fmt;
 use std::time::Duration;

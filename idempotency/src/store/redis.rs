@@ -4,17 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use guardrail_store::redis::{KeyPrefix, RedisBackend};
 use guardrail_store::{ConfigError, StoreError, StoreErrorKind};
-use http::{HeaderName, HeaderValue, StatusCode};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{FromRedisValue, Script, Value};
-use serde::{Deserialize, Serialize};
 
 use crate::store::{
     Claim, Completion, Fenced, FencingToken, Fingerprint, IdempotencyStore, StoreFuture, StoreKey,
-    StoredResponse,
+    wire,
 };
 
 /// Claims a vacant key, or reports what holds it.
@@ -208,7 +205,7 @@ where
         outcome: Completion,
         ttl: Duration,
     ) -> StoreFuture<Fenced> {
-        let value = match encode_completed(&fingerprint, &outcome) {
+        let value = match wire::encode_record(vec![b'C'], &fingerprint, &outcome) {
             Ok(value) => value,
             Err(e) => return Box::pin(std::future::ready(Err(e))),
         };
@@ -253,53 +250,6 @@ impl<C> fmt::Debug for RedisStore<C> {
     }
 }
 
-/// A completed record as stored, after the `C` byte.
-#[derive(Serialize, Deserialize)]
-struct Wire {
-    fingerprint: [u8; 32],
-    outcome: WireOutcome,
-}
-
-/// [`Completion`] as stored. Variants are only ever appended, so records written by an older
-/// version stay readable, and a response without trailers is written as `Response`, which
-/// every version reads.
-#[derive(Serialize, Deserialize)]
-enum WireOutcome {
-    Response {
-        status: u16,
-        headers: Vec<(String, Vec<u8>)>,
-        body: Vec<u8>,
-    },
-    NotReplayable,
-    ResponseWithTrailers {
-        status: u16,
-        headers: Vec<(String, Vec<u8>)>,
-        body: Vec<u8>,
-        trailers: Vec<(String, Vec<u8>)>,
-    },
-}
-
-fn wire_lines(lines: &[(HeaderName, HeaderValue)]) -> Vec<(String, Vec<u8>)> {
-    lines
-        .iter()
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect()
-}
-
-fn header_lines(
-    lines: Vec<(String, Vec<u8>)>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, StoreError> {
-    lines
-        .into_iter()
-        .map(|(name, value)| {
-            Ok((
-                HeaderName::from_bytes(name.as_bytes()).map_err(corrupt)?,
-                HeaderValue::from_bytes(&value).map_err(corrupt)?,
-            ))
-        })
-        .collect()
-}
-
 /// The start of every in-flight value of `token`: `F` and the token, big-endian.
 fn fence(token: FencingToken) -> [u8; 17] {
     let mut out = [b'F'; 17];
@@ -315,42 +265,12 @@ fn millis(duration: Duration) -> Vec<u8> {
     ms.to_string().into_bytes()
 }
 
-fn corrupt(source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    malformed("Redis holds a malformed idempotency record").with_source(source)
-}
-
 fn unexpected() -> StoreError {
     malformed("an idempotency script answered an unexpected shape")
 }
 
 fn malformed(message: &'static str) -> StoreError {
     StoreError::new(StoreErrorKind::BadReply, message)
-}
-
-fn encode_completed(
-    fingerprint: &Fingerprint,
-    outcome: &Completion,
-) -> Result<Vec<u8>, StoreError> {
-    let outcome = match outcome {
-        Completion::Response(response) if response.trailers.is_empty() => WireOutcome::Response {
-            status: response.status.as_u16(),
-            headers: wire_lines(&response.headers),
-            body: response.body.to_vec(),
-        },
-        Completion::Response(response) => WireOutcome::ResponseWithTrailers {
-            status: response.status.as_u16(),
-            headers: wire_lines(&response.headers),
-            body: response.body.to_vec(),
-            trailers: wire_lines(&response.trailers),
-        },
-        Completion::NotReplayable => WireOutcome::NotReplayable,
-    };
-    let wire = Wire {
-        fingerprint: *fingerprint.as_bytes(),
-        outcome,
-    };
-    postcard::to_extend(&wire, vec![b'C'])
-        .map_err(|e| malformed("cannot encode the idempotency record").with_source(e))
 }
 
 fn parse_claim(reply: &Value, token: FencingToken) -> Result<Claim, StoreError> {
@@ -378,40 +298,14 @@ fn decode(value: &[u8], pttl: i64) -> Result<Claim, StoreError> {
             })
         }
         Some((b'C', rest)) => {
-            let (wire, trailing) = postcard::take_from_bytes::<Wire>(rest).map_err(corrupt)?;
-            if !trailing.is_empty() {
-                return Err(malformed("Redis holds a malformed idempotency record"));
-            }
+            let (fingerprint, outcome) = wire::decode_record(rest)?;
             Ok(Claim::Completed {
-                fingerprint: Fingerprint::from_bytes(wire.fingerprint),
-                outcome: decode_outcome(wire.outcome)?,
+                fingerprint,
+                outcome,
             })
         }
         _ => Err(malformed("Redis holds an unknown idempotency value")),
     }
-}
-
-fn decode_outcome(outcome: WireOutcome) -> Result<Completion, StoreError> {
-    let (status, headers, body, trailers) = match outcome {
-        WireOutcome::NotReplayable => return Ok(Completion::NotReplayable),
-        WireOutcome::Response {
-            status,
-            headers,
-            body,
-        } => (status, headers, body, Vec::new()),
-        WireOutcome::ResponseWithTrailers {
-            status,
-            headers,
-            body,
-            trailers,
-        } => (status, headers, body, trailers),
-    };
-    Ok(Completion::Response(StoredResponse {
-        status: StatusCode::from_u16(status).map_err(corrupt)?,
-        headers: header_lines(headers)?,
-        body: Bytes::from(body),
-        trailers: header_lines(trailers)?,
-    }))
 }
 
 fn parse_fenced(reply: i64) -> Result<Fenced, StoreError> {
