@@ -3,13 +3,12 @@
 //! the sweep, the migration and outages.
 
 use std::convert::Infallible;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use guardrail_test_support::{TestDatabase, postgres_database, unique_prefix};
+use guardrail_test_support::{SqliteFile, TestDatabase, postgres_database};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -34,24 +33,10 @@ async fn postgres(test: &str) -> (TestDatabase, PgPool) {
     (database, pool)
 }
 
-/// A SQLite file of the test's own, removed when dropped.
-struct SqliteFile(PathBuf);
-
-impl Drop for SqliteFile {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.0.clone().into_os_string();
-            path.push(suffix);
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
 async fn sqlite(test: &str) -> (SqliteFile, SqlitePool) {
-    let name = unique_prefix(test).replace(':', "_");
-    let file = SqliteFile(std::env::temp_dir().join(format!("{name}.db")));
+    let file = SqliteFile::new(test);
     let options = SqliteConnectOptions::new()
-        .filename(&file.0)
+        .filename(file.path())
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         .busy_timeout(Duration::from_secs(5));

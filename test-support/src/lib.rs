@@ -1,5 +1,7 @@
 //! Test support shared by the API guardrail crates. Not published.
 //!
+//! SQLite: [`SqliteFile`] is a database path of the test's own, removed afterwards.
+//!
 //! PostgreSQL: [`postgres_database`] creates a database of the test's own on the server
 //! `ORDERS_TEST_POSTGRES_URL` names (else `postgres://postgres@127.0.0.1:5432/postgres`), and
 //! fails with what to install when none answers.
@@ -32,10 +34,12 @@ pub mod grpc;
 mod postgres;
 #[cfg(feature = "redis")]
 mod redis_fake;
+mod sqlite;
 
 pub use postgres::{TestDatabase, postgres_database};
 #[cfg(feature = "redis")]
 pub use redis_fake::{FakeRedis, Reply};
+pub use sqlite::SqliteFile;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};

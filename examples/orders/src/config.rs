@@ -7,9 +7,9 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 
 /// The orders service.
 ///
-/// Runs on its embedded defaults (a SQLite file, in-memory idempotency and rate-limit stores);
-/// give it `--redis` and a shared `--database` and `--cursor-secret` to run several instances
-/// as one service.
+/// Runs on its embedded defaults (a SQLite file that also keeps the idempotency records, an
+/// in-memory rate-limit store); give it `--redis` and a shared `--database` and
+/// `--cursor-secret` to run several instances as one service.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "orders", version, about, long_about = None)]
 pub struct Config {
@@ -23,7 +23,9 @@ pub struct Config {
     pub database: String,
 
     /// A Redis URL (`redis://127.0.0.1:6379`). With it, idempotency records and rate limits
-    /// live in Redis and are shared by every instance; without it they are kept in memory.
+    /// live in Redis and are shared by every instance; without it idempotency records live in
+    /// the `--database` (shared when it is PostgreSQL, surviving restarts either way) and rate
+    /// limits in this process's memory.
     #[arg(long, env = "ORDERS_REDIS")]
     pub redis: Option<String>,
 
@@ -74,6 +76,12 @@ pub struct Config {
     /// service without them. Never set it in production.
     #[arg(long, env = "ORDERS_DEMO_DISABLE_GUARDRAILS")]
     pub demo_disable_guardrails: bool,
+
+    /// How long an idempotency claim holds its key while the request runs, in milliseconds
+    /// (renewed every third of it while the handler works). A crashed instance blocks a key
+    /// for at most this long; retries meanwhile get 409 `idempotency-key-in-use`.
+    #[arg(long, env = "ORDERS_IDEMPOTENCY_LEASE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1_000..))]
+    pub idempotency_lease_ms: u64,
 
     /// The most database connections to open.
     #[arg(long, env = "ORDERS_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use tower_cursor::{Direction, PageRequest};
+use tower_idempotency::SqlStore;
 
 use crate::order::{Item, NewOrder, Order, Status, new_order_id};
 
@@ -32,28 +33,13 @@ pub enum Failure {
 /// Classifies a database error.
 pub fn failure(error: &DbError) -> Failure {
     match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => Failure::Unavailable,
-        sqlx::Error::Database(error) => match error.code().as_deref() {
-            // PostgreSQL `query_canceled`: our statement_timeout.
-            Some("57014") => Failure::Deadline,
-            // PostgreSQL: connection exceptions (class 08), shutting down or starting up,
-            // too many connections, out of resources. SQLite: BUSY and LOCKED (with their
-            // extended codes), after the busy timeout.
-            Some(code)
-                if code.starts_with("08")
-                    || code.starts_with("53")
-                    || matches!(code, "57P01" | "57P02" | "57P03")
-                    || matches!(code, "5" | "6" | "261" | "262" | "517") =>
-            {
-                Failure::Unavailable
-            }
-            _ => Failure::Internal,
-        },
+        // PostgreSQL `query_canceled`: our statement_timeout.
+        sqlx::Error::Database(error) if error.code().as_deref() == Some("57014") => {
+            Failure::Deadline
+        }
+        // Down, unreachable, overloaded, shutting down; SQLite BUSY and LOCKED after the busy
+        // timeout: the one classification the idempotency store uses too.
+        error if tower_idempotency::is_outage(error) => Failure::Unavailable,
         _ => Failure::Internal,
     }
 }
@@ -251,6 +237,22 @@ impl Database {
             Pool::Sqlite(_) => Backend::Sqlite,
             Pool::Postgres(_) => Backend::Postgres,
         }
+    }
+
+    /// An idempotency store in this database's `idempotency_records` table, on the same
+    /// pool, its schema created (so replays survive restarts, and on PostgreSQL every instance
+    /// shares them).
+    ///
+    /// # Errors
+    ///
+    /// When the migration fails.
+    pub async fn idempotency_store(&self) -> Result<SqlStore, guardrail_store::StoreError> {
+        let store = match &self.pool {
+            Pool::Sqlite(pool) => SqlStore::sqlite(pool.clone()),
+            Pool::Postgres(pool) => SqlStore::postgres(pool.clone()),
+        };
+        store.migrate().await?;
+        Ok(store)
     }
 
     /// Whether the database answers.

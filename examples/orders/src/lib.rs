@@ -71,18 +71,26 @@ use self::representation::ApiVersion;
 /// The contract, served at `GET /openapi.yaml`.
 pub const OPENAPI: &str = include_str!("../openapi.yaml");
 
+/// How often expired idempotency rows are deleted from the database (they are vacant as soon
+/// as they expire; the sweep only gives their space back).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// How long `/ready` waits for each dependency.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The guardrail stores.
 #[derive(Clone)]
 pub enum Stores {
-    /// In this process's memory (the embedded default): forgotten on restart.
-    Memory {
+    /// Without Redis (the embedded default): idempotency records in the orders database
+    /// (they survive restarts, and on PostgreSQL every instance shares them), rate limits in
+    /// this process's memory.
+    Database {
         /// Idempotency records.
-        idempotency: tower_idempotency::MemoryStore,
+        idempotency: tower_idempotency::SqlStore,
         /// Rate-limit state.
         ratelimit: tower_ratelimit::MemoryStore,
+        /// Deletes expired idempotency rows every minute, for as long as a clone lives.
+        sweeper: Arc<tower_idempotency::Sweeper>,
     },
     /// In Redis, shared by every instance, on one connection.
     Redis {
@@ -98,7 +106,7 @@ pub enum Stores {
 impl std::fmt::Debug for Stores {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Stores::Memory { .. } => "Stores::Memory",
+            Stores::Database { .. } => "Stores::Database",
             Stores::Redis { .. } => "Stores::Redis",
             Stores::Off => "Stores::Off",
         })
@@ -142,10 +150,17 @@ impl AppState {
         };
         let stores = match (&redis, config.demo_disable_guardrails) {
             (_, true) => Stores::Off,
-            (None, false) => Stores::Memory {
-                idempotency: tower_idempotency::MemoryStore::new(),
-                ratelimit: tower_ratelimit::MemoryStore::new(),
-            },
+            (None, false) => {
+                let idempotency = db
+                    .idempotency_store()
+                    .await
+                    .map_err(|e| fail("cannot create the idempotency table")(&e))?;
+                Stores::Database {
+                    sweeper: Arc::new(idempotency.spawn_sweeper(SWEEP_EVERY)),
+                    idempotency,
+                    ratelimit: tower_ratelimit::MemoryStore::new(),
+                }
+            }
             (Some(backend), false) => redis_stores(backend, &config.redis_prefix).await?,
         };
         Ok(AppState {
@@ -232,9 +247,10 @@ pub fn app(state: &AppState) -> Result<Router, BuildError> {
                 state, &edge, None,
             )
         }
-        Stores::Memory {
+        Stores::Database {
             idempotency,
             ratelimit,
+            ..
         } => guardrails.api(state, &edge, Some((idempotency, ratelimit))),
         Stores::Redis {
             idempotency,
@@ -265,6 +281,7 @@ struct Guardrails {
     quota: Quota,
     v1_sunset: SunsetLayer,
     max_body: usize,
+    lease: Duration,
 }
 
 impl Guardrails {
@@ -311,6 +328,7 @@ impl Guardrails {
             quota,
             v1_sunset,
             max_body: config.limits.max_body_bytes,
+            lease: Duration::from_millis(config.idempotency_lease_ms),
         })
     }
 
@@ -388,6 +406,7 @@ impl Guardrails {
             Scope::from_fn(|parts| Tenant::of_request(parts).map(|t| t.as_str().to_owned())),
         )
         .require_key()
+        .lease(self.lease)
         .max_request_body(self.max_body)
         .catalog(state.problems.catalog().clone())
     }

@@ -1,6 +1,8 @@
-//! Three `orders` processes on one PostgreSQL and one Redis: a retry storm across them creates
-//! exactly one order per key, a cursor from one instance works on the others, and the rate
-//! limit is global, not per instance.
+//! `orders` as processes: three on one PostgreSQL and one Redis (a retry storm across them
+//! creates exactly one order per key, a cursor from one instance works on the others, and the
+//! rate limit is global, not per instance); one killed with SIGKILL in the middle of a create
+//! (its retry on another instance gets 409 during the lease and one order after it); and a
+//! replay that survives a restart on the embedded default (SQLite).
 //!
 //! PostgreSQL: `ORDERS_TEST_POSTGRES_URL`, else `postgres://postgres@127.0.0.1:5432/postgres`;
 //! the test creates (and drops) a database of its own there. Redis: found or started by
@@ -41,7 +43,13 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// An instance on `database` and Redis, as the three-instance test runs them.
 fn start(database: &str, redis_url: &str, prefix: &str) -> Instance {
+    start_with(database, &["--redis", redis_url, "--redis-prefix", prefix])
+}
+
+/// An instance on `database`, with `args` besides.
+fn start_with(database: &str, args: &[&str]) -> Instance {
     let port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
     // The developer's own `ORDERS_*` settings must not configure the instances.
@@ -51,7 +59,7 @@ fn start(database: &str, redis_url: &str, prefix: &str) -> Instance {
     let child = command
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--database", database])
-        .args(["--redis", redis_url, "--redis-prefix", prefix])
+        .args(args)
         .args(["--cursor-secret", CURSOR_SECRET])
         .args(["--rate-limit-per-second", &PER_SECOND.to_string()])
         .args(["--rate-limit-burst", &BURST.to_string()])
@@ -68,20 +76,57 @@ fn start(database: &str, redis_url: &str, prefix: &str) -> Instance {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
+/// Sends `request`: the status, the headers and the body as JSON (`Null` when it is not).
+async fn send(
+    client: &HttpClient,
+    request: Request<Full<Bytes>>,
+) -> (StatusCode, http::HeaderMap, Value) {
+    let response = client.request(request).await.expect("the instance answers");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    (parts.status, parts.headers, json)
+}
+
+/// A POST with an idempotency key: status, `Retry-After`, `Idempotent-Replayed`, body.
+async fn post(
+    client: &HttpClient,
+    url: &str,
+    api_key: &str,
+    idempotency_key: &str,
+    body: &str,
+) -> (StatusCode, Option<String>, Option<String>, Value) {
+    let request = Request::post(url)
+        .header("authorization", format!("Bearer {api_key}"))
+        .header("idempotency-key", idempotency_key)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let (status, headers, body) = send(client, request).await;
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    (
+        status,
+        header("retry-after"),
+        header("idempotent-replayed"),
+        body,
+    )
+}
+
+/// A `/v2` order.
+const NEW_ORDER: &str = r#"{"customer_id":"cus_42","items":[{"sku":"tea-1","quantity":2,"unit_price":{"amount":1250,"currency":"eur"}}]}"#;
+
 async fn get(client: &HttpClient, url: &str, api_key: &str) -> (StatusCode, Value) {
     let request = Request::get(url)
         .header("authorization", format!("Bearer {api_key}"))
         .body(Full::default())
         .expect("request");
-    let response = client.request(request).await.expect("the instance answers");
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    let (status, _, body) = send(client, request).await;
+    (status, body)
 }
 
 async fn wait_ready(client: &HttpClient, instance: &Instance) {
@@ -191,5 +236,160 @@ async fn three_instances_share_idempotency_cursors_and_rate_limits() {
     assert_eq!(statuses.len(), refused + admitted);
 
     drop(instances);
+    db.drop_database().await;
+}
+
+/// On the embedded default (a SQLite file, no Redis) the idempotency records are in the file:
+/// after a restart a retried create is replayed, and a retried cancel gets its original 200,
+/// not 409 `order-not-cancellable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_survives_a_restart_on_the_embedded_default() {
+    let file = guardrail_test_support::SqliteFile::new("orders_restart");
+    let database = file.url();
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let api_key = orders_storm::fresh_api_key();
+
+    let instance = start_with(&database, &[]);
+    wait_ready(&client, &instance).await;
+    let orders = format!("{}/v2/orders", instance.url);
+    let (status, _, _, created) = post(&client, &orders, &api_key, "create-1", NEW_ORDER).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().expect("an id").to_owned();
+    let cancel = format!("{orders}/{id}/cancel");
+    let (status, _, _, cancelled) = post(&client, &cancel, &api_key, "cancel-1", "").await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    drop(instance);
+
+    let instance = start_with(&database, &[]);
+    wait_ready(&client, &instance).await;
+    let orders = format!("{}/v2/orders", instance.url);
+    let cancel = format!("{orders}/{id}/cancel");
+    let (status, _, replayed, again) =
+        post(&client, &orders, &api_key, "create-1", NEW_ORDER).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(replayed.as_deref(), Some("true"));
+    assert_eq!(again, created);
+    let (status, _, replayed, again) = post(&client, &cancel, &api_key, "cancel-1", "").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(replayed.as_deref(), Some("true"));
+    assert_eq!(again, cancelled);
+}
+
+/// How many backends wait on a lock for an `INSERT INTO orders`.
+async fn inserts_waiting(admin: &mut sqlx::PgConnection) -> i64 {
+    let (waiting,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM pg_stat_activity \
+         WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO orders%'",
+    )
+    .fetch_one(admin)
+    .await
+    .expect("pg_stat_activity");
+    waiting
+}
+
+/// An instance killed with SIGKILL while its create waits on the database (behind a table lock
+/// the test holds): the retry on another instance gets 409 `idempotency-key-in-use` with
+/// `Retry-After` while the dead instance's lease runs, 201 after it, and the tenant has
+/// exactly one order. Idempotency records are in PostgreSQL (no Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_mid_request_leaves_exactly_one_order() {
+    use sqlx::Connection;
+
+    let db = guardrail_test_support::postgres_database("orders_kill9").await;
+    let lease = ["--idempotency-lease-ms", "3000"];
+    let mut victim = start_with(db.url(), &lease);
+    let survivor = start_with(db.url(), &lease);
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    wait_ready(&client, &victim).await;
+    wait_ready(&client, &survivor).await;
+    let api_key = orders_storm::fresh_api_key();
+
+    // Inserts into `orders` now wait for the test.
+    let mut locker = sqlx::PgConnection::connect(db.url())
+        .await
+        .expect("connect");
+    sqlx::raw_sql("BEGIN; LOCK TABLE orders IN EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .expect("lock the orders table");
+    let in_flight = {
+        let (client, url, key) = (
+            client.clone(),
+            format!("{}/v2/orders", victim.url),
+            api_key.clone(),
+        );
+        tokio::spawn(async move {
+            let request = Request::post(url)
+                .header("authorization", format!("Bearer {key}"))
+                .header("idempotency-key", "killed-1")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(NEW_ORDER.as_bytes())))
+                .expect("request");
+            client.request(request).await
+        })
+    };
+    let mut admin = sqlx::PgConnection::connect(db.url())
+        .await
+        .expect("connect");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while inserts_waiting(&mut admin).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the create never reached the insert"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.child.kill().expect("SIGKILL");
+    victim.child.wait().expect("reaped");
+    assert!(
+        in_flight.await.expect("joined").is_err(),
+        "the killed instance never answered"
+    );
+
+    // During the dead instance's lease: in use, come back later.
+    let orders = format!("{}/v2/orders", survivor.url);
+    let (status, retry_after, _, problem) =
+        post(&client, &orders, &api_key, "killed-1", NEW_ORDER).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/idempotency-key-in-use")),
+        "{problem}"
+    );
+    assert!(retry_after.is_some(), "a 409 in use says when to retry");
+
+    // The lock goes; the dead instance's insert may still commit (PostgreSQL finishes a
+    // statement whose client is gone), which the orders table's unique key absorbs.
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("unlock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let created = loop {
+        let (status, _, _, body) = post(&client, &orders, &api_key, "killed-1", NEW_ORDER).await;
+        if status != StatusCode::CONFLICT {
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            break body;
+        }
+        assert!(Instant::now() < deadline, "the lease never ran out: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let (orders_of_tenant,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM orders WHERE idempotency_key = 'killed-1'")
+            .fetch_one(&mut admin)
+            .await
+            .expect("count");
+    assert_eq!(orders_of_tenant, 1, "exactly one order: {created}");
+    // And the retry after that is a replay of the same order.
+    let (status, _, replayed, again) =
+        post(&client, &orders, &api_key, "killed-1", NEW_ORDER).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(replayed.as_deref(), Some("true"));
+    assert_eq!(again["id"], created["id"]);
+
+    drop(admin);
+    drop(locker);
+    drop(survivor);
     db.drop_database().await;
 }
