@@ -286,3 +286,53 @@ async fn a_frozen_redis_mid_stream_fails_closed_fast_and_recovers_when_it_thaws(
     );
     assert!(statuses.contains(&StatusCode::SERVICE_UNAVAILABLE));
 }
+
+/// A store on a Redis Cluster connection, scripts loaded.
+async fn connect_cluster(
+    cluster: &guardrail_test_support::TestRedisCluster,
+) -> RedisStore<guardrail_store::redis::ClusterConnection> {
+    let backend = RedisBackend::connect_cluster(cluster.urls()).await.unwrap();
+    let store = RedisStore::new(backend, cluster.prefix().trim_end_matches(':')).unwrap();
+    store.preload().await.unwrap();
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_keeps_the_contract_on_a_cluster() {
+    let cluster = guardrail_test_support::redis_cluster("idempotency_cluster_contract");
+    let store = connect_cluster(&cluster).await;
+    conformance::run(&store).await;
+}
+
+/// Every script touches one key, with no hash tag: keys spread over every master, each on the
+/// shard of its own slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_spread_over_every_master_of_a_cluster() {
+    use tower_idempotency::{Claim, Fingerprint, IdempotencyStore};
+
+    let cluster = guardrail_test_support::redis_cluster("idempotency_cluster_spread");
+    let store = connect_cluster(&cluster).await;
+    let mut keys = Vec::new();
+    for _ in 0..60 {
+        let key = conformance::fresh_key();
+        let claim = store
+            .claim(
+                key,
+                Fingerprint::from_bytes([1; 32]),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(claim, Claim::Claimed(_)));
+        keys.push(store.redis_key(&key));
+    }
+    let prefix = cluster.prefix().trim_end_matches(':');
+    let by_master = cluster.keys_by_master(&format!("{prefix}:*"));
+    assert_eq!(by_master.iter().map(Vec::len).sum::<usize>(), 60);
+    assert!(
+        by_master.iter().all(|keys| !keys.is_empty()),
+        "keys on every master: {:?}",
+        by_master.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert!(keys.iter().all(|key| !key.contains('{')));
+}

@@ -20,13 +20,16 @@ async fn connect(url: &str, prefix: &str) -> RedisStore {
 
 type Body = Full<Bytes>;
 
-fn service(
-    layer: RateLimitLayer<RedisStore>,
+fn service<C>(
+    layer: RateLimitLayer<RedisStore<C>>,
 ) -> impl Service<
     Request<Body>,
     Response = Response<tower_problem_details::ResponseBody<Body>>,
     Error = BoxError,
-> + Clone {
+> + Clone
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
     ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(|_: Request<Body>| async {
@@ -60,17 +63,14 @@ async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-#[tokio::test]
-async fn two_layer_instances_on_one_redis_share_one_limit() {
-    let redis = redis("two_layer_instances_on_one_redis_share_one_limit");
-    let prefix = redis.prefix().trim_end_matches(':');
-    // Two "instances": separate stores, connections and layers.
-    let a = service(
-        RateLimitLayer::new(connect(redis.url(), prefix).await, policies(), api_key()).unwrap(),
-    );
-    let b = service(
-        RateLimitLayer::new(connect(redis.url(), prefix).await, policies(), api_key()).unwrap(),
-    );
+/// Five requests of one caller alternating between two instances: the first three pass (the
+/// burst of 3 per minute), the others are refused with a `Retry-After` within the minute.
+async fn alternate_until_refused<S>(a: &S, b: &S)
+where
+    S: Service<Request<Body>, Response = Response<tower_problem_details::ResponseBody<Body>>>
+        + Clone,
+    S::Error: std::fmt::Debug,
+{
     let mut statuses = Vec::new();
     for i in 0..5 {
         let service = if i % 2 == 0 { a.clone() } else { b.clone() };
@@ -95,6 +95,20 @@ async fn two_layer_instances_on_one_redis_share_one_limit() {
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
+}
+
+#[tokio::test]
+async fn two_layer_instances_on_one_redis_share_one_limit() {
+    let redis = redis("two_layer_instances_on_one_redis_share_one_limit");
+    let prefix = redis.prefix().trim_end_matches(':');
+    // Two "instances": separate stores, connections and layers.
+    let a = service(
+        RateLimitLayer::new(connect(redis.url(), prefix).await, policies(), api_key()).unwrap(),
+    );
+    let b = service(
+        RateLimitLayer::new(connect(redis.url(), prefix).await, policies(), api_key()).unwrap(),
+    );
+    alternate_until_refused(&a, &b).await;
 
     // Every key of one decision carries the same hash tag, so the script runs on one cluster
     // slot; the raw API key never appears.
@@ -276,4 +290,95 @@ async fn same_named_policies_with_other_parameters_never_share_state() {
         }
     }
     assert_eq!(a.counters().store_errors + b.counters().store_errors, 0);
+}
+
+/// A store on a Redis Cluster connection, scripts loaded.
+async fn connect_cluster(
+    cluster: &guardrail_test_support::TestRedisCluster,
+) -> RedisStore<guardrail_store::redis::ClusterConnection> {
+    let backend = RedisBackend::connect_cluster(cluster.urls()).await.unwrap();
+    let store = RedisStore::new(backend, cluster.prefix().trim_end_matches(':')).unwrap();
+    store.preload().await.unwrap();
+    store
+}
+
+/// On a cluster: two instances share one limit, each caller's keys share one slot (its own
+/// hash tag), and callers spread over every master.
+#[tokio::test]
+async fn on_a_cluster_callers_share_limits_and_spread_over_every_master() {
+    let cluster = guardrail_test_support::redis_cluster("ratelimit_cluster_spread");
+    let a = service(
+        RateLimitLayer::new(connect_cluster(&cluster).await, policies(), api_key()).unwrap(),
+    );
+    let b = service(
+        RateLimitLayer::new(connect_cluster(&cluster).await, policies(), api_key()).unwrap(),
+    );
+    alternate_until_refused(&a, &b).await;
+    for caller in 0..60 {
+        let response = a
+            .clone()
+            .oneshot(request(&format!("caller-{caller}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let prefix = cluster.prefix().trim_end_matches(':');
+    let by_master = cluster.keys_by_master(&format!("{{{prefix}:*"));
+    // Two keys (two policies) per caller, the shared key's caller included.
+    assert_eq!(by_master.iter().map(Vec::len).sum::<usize>(), 2 * 61);
+    assert!(
+        by_master.iter().all(|keys| !keys.is_empty()),
+        "callers on every master: {:?}",
+        by_master.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    for keys in &by_master {
+        for key in keys {
+            let tag = &key[1..key.find('}').unwrap()];
+            assert_eq!(cluster.slot(key), cluster.slot(tag), "{key}");
+        }
+    }
+}
+
+/// On a cluster, a layer that mixes a global policy with per-key ones pins all its keys to
+/// the slot of its prefix: one shard carries that layer (the hot shard the crate docs name).
+#[tokio::test]
+async fn on_a_cluster_a_global_policy_pins_the_layer_to_one_slot() {
+    let cluster = guardrail_test_support::redis_cluster("ratelimit_cluster_global");
+    let prefix = cluster.prefix().trim_end_matches(':').to_owned();
+    let global = Policy::gcra(
+        "global",
+        Quota::new(1000, Duration::from_secs(3600)).unwrap(),
+    )
+    .unwrap()
+    .global();
+    let layer = RateLimitLayer::new(
+        connect_cluster(&cluster).await,
+        [policies()[0].clone(), global],
+        api_key(),
+    )
+    .unwrap();
+    let service = service(layer);
+    for caller in 0..20 {
+        let response = service
+            .clone()
+            .oneshot(request(&format!("caller-{caller}")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let by_master = cluster.keys_by_master(&format!("{{{prefix}}}:*"));
+    let holding: Vec<usize> = by_master.iter().map(Vec::len).collect();
+    assert_eq!(holding.iter().sum::<usize>(), 21, "{holding:?}");
+    assert_eq!(
+        holding.iter().filter(|n| **n > 0).count(),
+        1,
+        "one shard: {holding:?}"
+    );
+    let slot = cluster.slot(&prefix);
+    assert!(
+        by_master
+            .iter()
+            .flatten()
+            .all(|key| cluster.slot(key) == slot)
+    );
 }

@@ -143,6 +143,38 @@ impl RedisBackend<ConnectionManager> {
     }
 }
 
+/// A connection to a Redis Cluster: routes each script to the primary of its key's slot,
+/// follows `MOVED` and `ASK`, and rediscovers the slots after a failover.
+pub type ClusterConnection = redis::cluster_async::ClusterConnection;
+
+impl RedisBackend<ClusterConnection> {
+    /// Connects to the Redis Cluster that the seed `urls` belong to (one reachable seed is
+    /// enough; give several so a start-up survives one node being down). Each connection
+    /// attempt is bounded by four call timeouts (1 s by default), and a call that meets a
+    /// moved slot or a failover is retried by the client up to twice within the call's own
+    /// deadline. Scripts run on primaries only.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreErrorKind::Unavailable`] when a URL is invalid or no seed answers now.
+    pub async fn connect_cluster<U: AsRef<str>>(urls: &[U]) -> Result<Self, StoreError> {
+        let invalid = |e| {
+            StoreError::new(StoreErrorKind::Unavailable, "invalid Redis Cluster URL").with_source(e)
+        };
+        let client =
+            redis::cluster::ClusterClient::builder(urls.iter().map(|url| url.as_ref().to_owned()))
+                .connection_timeout(DEFAULT_TIMEOUT * 4)
+                .retries(2)
+                .build()
+                .map_err(invalid)?;
+        let connection = client
+            .get_async_connection()
+            .await
+            .map_err(|e| failure(&e, "cannot connect to the Redis Cluster").with_source(e))?;
+        Ok(RedisBackend::new(connection))
+    }
+}
+
 impl<C> RedisBackend<C>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,

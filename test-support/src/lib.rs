@@ -33,10 +33,14 @@
 pub mod grpc;
 mod postgres;
 #[cfg(feature = "redis")]
+mod redis_cluster;
+#[cfg(feature = "redis")]
 mod redis_fake;
 mod sqlite;
 
 pub use postgres::{TestDatabase, postgres_database};
+#[cfg(feature = "redis")]
+pub use redis_cluster::{ClusterNodes, TestRedisCluster, redis_cluster};
 #[cfg(feature = "redis")]
 pub use redis_fake::{FakeRedis, Reply};
 pub use sqlite::SqliteFile;
@@ -247,6 +251,12 @@ impl RedisServer {
     /// Fails when `redis-server` is not on `PATH` or does not come up on that port within
     /// 10 seconds.
     pub fn spawn_on(port: u16) -> Result<Self, String> {
+        Self::spawn_with(port, &[])
+    }
+
+    /// Spawns `redis-server` on `port` with `args` besides (a cluster node's settings), and
+    /// waits until it answers `PING`.
+    pub(crate) fn spawn_with(port: u16, args: &[&str]) -> Result<Self, String> {
         let version = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -263,8 +273,8 @@ impl RedisServer {
         // server and removes its directory. Rust never runs destructors of statics, so this is
         // how a server shared by a whole test binary is cleaned up. The trap covers a signal
         // sent to the whole process group (Ctrl-C), which reaches the shell too.
-        let script = r#"dir="$2"
-redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --logfile "$dir/redis.log" &
+        let script = r#"port="$1"; dir="$2"; shift 2
+redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" --logfile "$dir/redis.log" "$@" &
 pid=$!
 echo "$pid" > "$dir/pid"
 cleanup() { kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"; }
@@ -277,6 +287,7 @@ cleanup"#;
             .arg("sh")
             .arg(port.to_string())
             .arg(&dir)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

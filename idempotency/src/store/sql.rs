@@ -76,7 +76,9 @@ const CLAIM_ATTEMPTS: u32 = 3;
 ///   before committing, so its write rolls back instead of duplicating the one that took over.
 /// - **Outages**: every call has a deadline ([`timeout`](Self::timeout), a wait for a pooled
 ///   connection included) and goes through a circuit breaker, as the Redis store's do;
-///   recording a result skips the breaker, since losing it would let a retry run again.
+///   recording a result skips the breaker, since losing it would let a retry run again. Calls
+///   run in tasks of their own, to their end, so a caller that gives up never leaves the
+///   breaker uninformed.
 ///
 /// ```no_run
 /// use sqlx::postgres::PgPoolOptions;
@@ -362,7 +364,7 @@ impl IdempotencyStore for SqlStore {
         lease: Duration,
     ) -> StoreFuture<Claim> {
         let (pool, sql, timeout, breaker) = self.parts();
-        Box::pin(async move {
+        spawned(async move {
             let token = FencingToken::random();
             let lease = millis(lease);
             for _ in 0..CLAIM_ATTEMPTS {
@@ -412,7 +414,7 @@ impl IdempotencyStore for SqlStore {
         ttl: Duration,
     ) -> StoreFuture<Fenced> {
         let (pool, sql, timeout, _) = self.parts();
-        Box::pin(async move {
+        spawned(async move {
             let record = wire::encode_outcome(&outcome)?;
             let update = async {
                 on_pool!(&pool, |p| sqlx::query(AssertSqlSafe(Arc::clone(
@@ -434,7 +436,7 @@ impl IdempotencyStore for SqlStore {
 
     fn release(&self, key: StoreKey, token: FencingToken) -> StoreFuture<Fenced> {
         let (pool, sql, timeout, breaker) = self.parts();
-        Box::pin(async move {
+        spawned(async move {
             let delete = async {
                 on_pool!(&pool, |p| sqlx::query(AssertSqlSafe(Arc::clone(
                     &sql.release
@@ -467,7 +469,7 @@ impl IdempotencyStore for SqlStore {
 
     fn renew(&self, key: StoreKey, token: FencingToken, lease: Duration) -> StoreFuture<Fenced> {
         let (pool, sql, timeout, breaker) = self.parts();
-        Box::pin(async move {
+        spawned(async move {
             let update = async {
                 on_pool!(&pool, |p| sqlx::query(AssertSqlSafe(Arc::clone(
                     &sql.renew
@@ -715,6 +717,23 @@ fn malformed() -> StoreError {
         StoreErrorKind::BadReply,
         "the idempotency table holds a malformed row",
     )
+}
+
+/// Runs a store call in a task of its own, to its end (its deadline at most), even if the
+/// caller goes away: the breaker learns how every call ended, and a statement is never
+/// abandoned halfway through on a pooled connection.
+fn spawned<T: Send + 'static>(
+    call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> StoreFuture<T> {
+    let task = tokio::spawn(call);
+    Box::pin(async move {
+        task.await.unwrap_or_else(|_| {
+            Err(StoreError::new(
+                StoreErrorKind::BadReply,
+                "an idempotency database call panicked",
+            ))
+        })
+    })
 }
 
 fn wrong_dialect() -> StoreError {
