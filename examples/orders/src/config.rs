@@ -29,6 +29,12 @@ pub struct Config {
     #[arg(long, env = "ORDERS_REDIS")]
     pub redis: Option<String>,
 
+    /// A Redis Cluster instead of one Redis: seed nodes, comma-separated (`host:port` or
+    /// `redis://host:port`; one reachable seed is enough). Idempotency records and rate limits
+    /// live there, as with `--redis`.
+    #[arg(long, env = "ORDERS_REDIS_CLUSTER", value_delimiter = ',', conflicts_with = "redis", value_parser = parse_cluster_node)]
+    pub redis_cluster: Vec<String>,
+
     /// The prefix of every Redis key this service writes, so several deployments (or test
     /// runs) can share one Redis.
     #[arg(long, env = "ORDERS_REDIS_PREFIX", default_value = "orders")]
@@ -215,6 +221,19 @@ fn parse_api_key(value: &str) -> Result<String, String> {
     } else {
         Ok(key.to_owned())
     }
+}
+
+/// A cluster seed as a `redis://` URL.
+fn parse_cluster_node(node: &str) -> Result<String, String> {
+    let node = node.trim();
+    if node.is_empty() {
+        return Err("an empty cluster node".to_owned());
+    }
+    Ok(if node.contains("://") {
+        node.to_owned()
+    } else {
+        format!("redis://{node}")
+    })
 }
 
 fn parse_rfc3339(value: &str) -> Result<SystemTime, String> {

@@ -49,7 +49,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router, middleware};
 use guardrail_store::CircuitBreaker;
-use guardrail_store::redis::RedisBackend;
+use guardrail_store::redis::{ClusterConnection, RedisBackend};
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, StatusCode};
 use serde_json::json;
@@ -99,6 +99,13 @@ pub enum Stores {
         /// Rate-limit state.
         ratelimit: tower_ratelimit::RedisStore,
     },
+    /// In a Redis Cluster, shared by every instance.
+    RedisCluster {
+        /// Idempotency records.
+        idempotency: tower_idempotency::RedisStore<ClusterConnection>,
+        /// Rate-limit state.
+        ratelimit: tower_ratelimit::RedisStore<ClusterConnection>,
+    },
     /// DEMO ONLY: no idempotency, no rate limit.
     Off,
 }
@@ -108,6 +115,7 @@ impl std::fmt::Debug for Stores {
         f.write_str(match self {
             Stores::Database { .. } => "Stores::Database",
             Stores::Redis { .. } => "Stores::Redis",
+            Stores::RedisCluster { .. } => "Stores::RedisCluster",
             Stores::Off => "Stores::Off",
         })
     }
@@ -124,7 +132,14 @@ pub struct AppState {
     pub problems: Problems,
     /// The guardrail stores.
     pub stores: Stores,
-    redis: Option<RedisBackend>,
+    redis: Option<Redis>,
+}
+
+/// The Redis back end both stores and `/ready` share.
+#[derive(Clone, Debug)]
+enum Redis {
+    Single(RedisBackend),
+    Cluster(RedisBackend<ClusterConnection>),
 }
 
 impl AppState {
@@ -144,10 +159,12 @@ impl AppState {
         let db = Database::connect(&config.database, pool)
             .await
             .map_err(|e| fail("cannot open the database")(&e))?;
-        let redis = match &config.redis {
-            None => None,
-            Some(url) => Some(redis_backend(url).await?),
+        let redis = match (&config.redis, config.redis_cluster.as_slice()) {
+            (Some(url), _) => Some(Redis::Single(redis_backend(url).await?)),
+            (None, []) => None,
+            (None, seeds) => Some(Redis::Cluster(redis_cluster_backend(seeds).await?)),
         };
+        let prefix = &config.redis_prefix;
         let stores = match (&redis, config.demo_disable_guardrails) {
             (_, true) => Stores::Off,
             (None, false) => {
@@ -161,7 +178,20 @@ impl AppState {
                     ratelimit: tower_ratelimit::MemoryStore::new(),
                 }
             }
-            (Some(backend), false) => redis_stores(backend, &config.redis_prefix).await?,
+            (Some(Redis::Single(backend)), false) => {
+                let (idempotency, ratelimit) = redis_stores(backend, prefix).await?;
+                Stores::Redis {
+                    idempotency,
+                    ratelimit,
+                }
+            }
+            (Some(Redis::Cluster(backend)), false) => {
+                let (idempotency, ratelimit) = redis_stores(backend, prefix).await?;
+                Stores::RedisCluster {
+                    idempotency,
+                    ratelimit,
+                }
+            }
         };
         Ok(AppState {
             config: Arc::new(config.clone()),
@@ -253,6 +283,10 @@ pub fn app(state: &AppState) -> Result<Router, BuildError> {
             ..
         } => guardrails.api(state, &edge, Some((idempotency, ratelimit))),
         Stores::Redis {
+            idempotency,
+            ratelimit,
+        } => guardrails.api(state, &edge, Some((idempotency, ratelimit))),
+        Stores::RedisCluster {
             idempotency,
             ratelimit,
         } => guardrails.api(state, &edge, Some((idempotency, ratelimit))),
@@ -435,11 +469,37 @@ async fn redis_backend(url: &str) -> Result<RedisBackend, BuildError> {
     let backend = RedisBackend::connect(url)
         .await
         .map_err(|e| fail("cannot reach Redis")(&e))?;
-    let breaker = CircuitBreaker::new().on_transition(observe::count_breaker_transition);
-    Ok(backend.breaker(breaker))
+    Ok(backend.breaker(counted_breaker()))
 }
 
-async fn redis_stores(backend: &RedisBackend, prefix: &str) -> Result<Stores, BuildError> {
+/// The same on a Redis Cluster: one cluster connection (slots routed to their primaries).
+async fn redis_cluster_backend(
+    seeds: &[String],
+) -> Result<RedisBackend<ClusterConnection>, BuildError> {
+    let backend = RedisBackend::connect_cluster(seeds)
+        .await
+        .map_err(|e| fail("cannot reach the Redis Cluster")(&e))?;
+    Ok(backend.breaker(counted_breaker()))
+}
+
+fn counted_breaker() -> CircuitBreaker {
+    CircuitBreaker::new().on_transition(observe::count_breaker_transition)
+}
+
+/// Both Redis stores on `backend`, their scripts loaded.
+async fn redis_stores<C>(
+    backend: &RedisBackend<C>,
+    prefix: &str,
+) -> Result<
+    (
+        tower_idempotency::RedisStore<C>,
+        tower_ratelimit::RedisStore<C>,
+    ),
+    BuildError,
+>
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
     let idempotency =
         tower_idempotency::RedisStore::new(backend.clone(), &format!("{prefix}:idem"))
             .map_err(|e| fail("--redis-prefix")(&e))?;
@@ -453,10 +513,7 @@ async fn redis_stores(backend: &RedisBackend, prefix: &str) -> Result<Stores, Bu
         .preload()
         .await
         .map_err(|e| fail("cannot reach Redis for rate limits")(&e))?;
-    Ok(Stores::Redis {
-        idempotency,
-        ratelimit,
-    })
+    Ok((idempotency, ratelimit))
 }
 
 /// `GET /health`: the process is up.
@@ -464,19 +521,27 @@ async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /ready`: the database and Redis (when configured) answer, each within
+/// `GET /ready`: the database and Redis or the Redis Cluster (when configured) answer, each within
 /// [`READY_TIMEOUT`].
 async fn ready(State(app): State<AppState>) -> Response {
     let mut failures = Vec::new();
     if !answers("database", app.db.ping()).await {
         failures.push("database");
     }
-    if let Some(redis) = &app.redis {
-        let mut redis = redis.connection().clone();
-        let ping = redis::cmd("PING");
-        if !answers("redis", ping.query_async::<String>(&mut redis)).await {
-            failures.push("redis");
+    let ping = redis::cmd("PING");
+    let redis_answers = match &app.redis {
+        None => true,
+        Some(Redis::Single(redis)) => {
+            let mut redis = redis.connection().clone();
+            answers("redis", ping.query_async::<String>(&mut redis)).await
         }
+        Some(Redis::Cluster(redis)) => {
+            let mut redis = redis.connection().clone();
+            answers("redis", ping.query_async::<String>(&mut redis)).await
+        }
+    };
+    if !redis_answers {
+        failures.push("redis");
     }
     if failures.is_empty() {
         Json(json!({ "status": "ready" })).into_response()

@@ -1,4 +1,5 @@
-//! `orders` as processes: three on one PostgreSQL and one Redis (a retry storm across them
+//! `orders` as processes: three on one PostgreSQL and one Redis, or one Redis Cluster (a retry
+//! storm across them
 //! creates exactly one order per key, a cursor from one instance works on the others, and the
 //! rate limit is global, not per instance); one killed with SIGKILL in the middle of a create
 //! (its retry on another instance gets 409 during the lease and one order after it); and a
@@ -41,11 +42,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// An instance on `database` and Redis, as the three-instance test runs them.
-fn start(database: &str, redis_url: &str, prefix: &str) -> Instance {
-    start_with(database, &["--redis", redis_url, "--redis-prefix", prefix])
 }
 
 /// An instance on `database`, with `args` besides.
@@ -152,11 +148,35 @@ async fn wait_ready(client: &HttpClient, instance: &Instance) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_share_idempotency_cursors_and_rate_limits() {
     let redis = guardrail_test_support::redis("orders_cluster");
-    let db = guardrail_test_support::postgres_database("orders_cluster").await;
-    let database = db.url().to_owned();
-    let instances: Vec<Instance> = (0..3)
-        .map(|_| start(&database, redis.url(), redis.prefix()))
+    let args = ["--redis", redis.url(), "--redis-prefix", redis.prefix()];
+    three_instances_share_everything("orders_cluster", &args).await;
+}
+
+/// The same on a Redis Cluster (three masters), the seeds given as `host:port`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_a_redis_cluster_share_idempotency_cursors_and_rate_limits() {
+    let cluster = guardrail_test_support::redis_cluster("orders_redis_cluster");
+    let seeds: Vec<&str> = cluster
+        .urls()
+        .iter()
+        .map(|url| url.trim_start_matches("redis://"))
         .collect();
+    let seeds = seeds.join(",");
+    let args = [
+        "--redis-cluster",
+        &seeds,
+        "--redis-prefix",
+        cluster.prefix(),
+    ];
+    three_instances_share_everything("orders_redis_cluster", &args).await;
+}
+
+/// Three instances on one PostgreSQL database of the test's own and the Redis that `args`
+/// name: a storm, cursors across instances, and one global rate limit.
+async fn three_instances_share_everything(test: &str, args: &[&str]) {
+    let db = guardrail_test_support::postgres_database(test).await;
+    let database = db.url().to_owned();
+    let instances: Vec<Instance> = (0..3).map(|_| start_with(&database, args)).collect();
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     for instance in &instances {
         wait_ready(&client, instance).await;
