@@ -336,3 +336,81 @@ async fn keys_spread_over_every_master_of_a_cluster() {
     );
     assert!(keys.iter().all(|key| !key.contains('{')));
 }
+
+/// `durable`: writes wait for a replica in the same round trip. With the replicas frozen, a
+/// claim is refused as an outage (the handler would not run); thawed, the store keeps its
+/// contract, a flushed script cache included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn durable_writes_wait_for_a_replica_and_fail_when_none_acknowledges() {
+    use guardrail_store::redis::Durability;
+    use tower_idempotency::{Claim, Fingerprint, IdempotencyStore, StoreErrorKind};
+
+    let nodes = tokio::task::spawn_blocking(|| guardrail_test_support::ClusterNodes::start(1))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let backend = RedisBackend::connect_cluster(&nodes.urls()).await.unwrap();
+    let store = RedisStore::new(backend, "durable")
+        .unwrap()
+        .durable(Durability::new(1, Duration::from_millis(100)).unwrap())
+        .unwrap();
+    store.preload().await.unwrap();
+    conformance::run(&store).await;
+
+    for replica in nodes.replicas() {
+        replica.pause();
+    }
+    let error = store
+        .claim(
+            conformance::fresh_key(),
+            Fingerprint::from_bytes([1; 32]),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), StoreErrorKind::Unavailable, "{error}");
+    for replica in nodes.replicas() {
+        replica.resume();
+    }
+
+    // A primary that lost its scripts (a restart, a failover) gets them again in the call.
+    for url in nodes.urls() {
+        let mut connection = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query(&mut connection)
+            .unwrap();
+    }
+    // Past the breaker's back-off after the refused claim.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let claim = store
+        .claim(
+            conformance::fresh_key(),
+            Fingerprint::from_bytes([1; 32]),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Claimed(_)));
+}
+
+#[test]
+fn a_durable_wait_must_fit_in_the_call_deadline() {
+    use guardrail_store::ConfigErrorKind;
+    use guardrail_store::redis::Durability;
+
+    assert_eq!(
+        Durability::new(0, Duration::from_millis(10))
+            .unwrap_err()
+            .kind(),
+        &ConfigErrorKind::Durability
+    );
+    let connection = guardrail_test_support::FakeRedis::new(guardrail_test_support::Reply::Refuse);
+    let store = RedisStore::new(RedisBackend::new(connection), "p").unwrap();
+    // The default call deadline is 250 ms.
+    let too_long = Durability::new(1, Duration::from_millis(250)).unwrap();
+    assert_eq!(
+        store.durable(too_long).unwrap_err().kind(),
+        &ConfigErrorKind::Durability
+    );
+}

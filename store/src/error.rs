@@ -124,6 +124,9 @@ pub enum ConfigErrorKind {
     /// A SQL table name that is not a plain identifier (letters, digits and `_`, optionally
     /// schema-qualified).
     Identifier(String),
+    /// A durable write asked of zero replicas, with a zero wait, or with a wait that leaves no
+    /// room within the call deadline.
+    Durability,
     /// A memory store's byte budget of zero, or a per-scope share of zero or above the
     /// budget.
     MemoryBudget,
@@ -155,6 +158,9 @@ impl fmt::Display for ConfigError {
                 "a circuit breaker needs a non-zero back-off, and a longest back-off at least as long",
             ),
             ConfigErrorKind::Timeout => f.write_str("a store timeout must be longer than zero"),
+            ConfigErrorKind::Durability => f.write_str(
+                "a durable write needs at least one replica and a wait shorter than the call deadline",
+            ),
             ConfigErrorKind::Identifier(name) => write!(
                 f,
                 "`{name}` cannot be a table name (letters, digits and `_`, optionally `schema.table`)"

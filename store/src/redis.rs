@@ -143,6 +143,47 @@ impl RedisBackend<ConnectionManager> {
     }
 }
 
+/// How many replicas must hold a write before it counts ([`RedisBackend::eval_durable`]),
+/// and how long to wait for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Durability {
+    replicas: u32,
+    wait: Duration,
+}
+
+impl Durability {
+    /// At least `replicas` replicas (1 or more), within `wait` (shorter than the back end's
+    /// call deadline, which covers the write and the wait together).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigErrorKind::Durability`] for zero replicas or a zero wait.
+    pub fn new(replicas: u32, wait: Duration) -> Result<Self, ConfigError> {
+        if replicas == 0 || wait.is_zero() {
+            return Err(ConfigError::new(ConfigErrorKind::Durability));
+        }
+        Ok(Durability { replicas, wait })
+    }
+
+    /// The replicas that must acknowledge.
+    pub fn replicas(&self) -> u32 {
+        self.replicas
+    }
+
+    /// How long to wait for them.
+    pub fn wait(&self) -> Duration {
+        self.wait
+    }
+}
+
+/// `WAIT`'s timeout argument: whole milliseconds, rounded up, at least 1 (0 would mean
+/// "forever").
+fn wait_millis(wait: Duration) -> u64 {
+    u64::try_from(wait.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 /// A connection to a Redis Cluster: routes each script to the primary of its key's slot,
 /// follows `MOVED` and `ASK`, and rediscovers the slots after a failover.
 pub type ClusterConnection = redis::cluster_async::ClusterConnection;
@@ -261,11 +302,18 @@ where
         T: FromRedisValue + Send + 'static,
         B: FnOnce(&mut ScriptInvocation<'_>) + Send + 'static,
     {
-        let call = self.call(script, build);
+        self.guarded(self.call(script, build))
+    }
+
+    /// Runs `call` through the breaker in a task of its own, to its end (its deadline at
+    /// most) even when its caller goes away, so the breaker learns how it ended: callers that
+    /// all give up before the deadline (a short request timeout, clients hanging up) would
+    /// otherwise never open it.
+    fn guarded<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> StoreFuture<T> {
         let breaker = self.breaker.clone();
-        // The call runs to its end (its deadline at most) even when its caller goes away, so
-        // the breaker learns how it ended: callers that all give up before the deadline (a
-        // short request timeout, clients hanging up) would otherwise never open it.
         let task = tokio::spawn(async move { breaker.run(call).await });
         Box::pin(async move {
             task.await.unwrap_or_else(|_| {
@@ -287,6 +335,74 @@ where
         B: FnOnce(&mut ScriptInvocation<'_>) + Send + 'static,
     {
         Box::pin(self.call(script, build))
+    }
+
+    /// [`eval`](Self::eval) of `script` on `keys` with `args`, followed in the same round trip
+    /// by `WAIT`, so the call succeeds only once `durability`'s replicas have the write: a
+    /// failover to one of them cannot lose it. Fails with [`StoreErrorKind::Unavailable`] when
+    /// fewer replicas acknowledge within the wait (the write then exists on the primary
+    /// only). `essential` calls skip the breaker, as [`eval_essential`](Self::eval_essential)
+    /// does.
+    ///
+    /// The `WAIT` blocks the connection it runs on until the replicas answer, and the
+    /// connection is shared by every caller: calls queue behind each other's acknowledgements.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn eval_durable<T>(
+        &self,
+        script: &Arc<Script>,
+        keys: Vec<String>,
+        args: Vec<Vec<u8>>,
+        durability: Durability,
+        essential: bool,
+    ) -> StoreFuture<T>
+    where
+        T: FromRedisValue + Send + 'static,
+    {
+        let script = Arc::clone(script);
+        let mut connection = self.connection.clone();
+        let timeout = self.timeout;
+        let call = async move {
+            let pipeline = || {
+                let mut pipe = redis::pipe();
+                let eval = pipe.cmd("EVALSHA").arg(script.get_hash()).arg(keys.len());
+                for key in &keys {
+                    eval.arg(key.as_str());
+                }
+                for arg in &args {
+                    eval.arg(arg.as_slice());
+                }
+                pipe.cmd("WAIT")
+                    .arg(durability.replicas)
+                    .arg(wait_millis(durability.wait));
+                pipe
+            };
+            let run = async {
+                match pipeline().query_async::<(T, i64)>(&mut connection).await {
+                    Err(error)
+                        if error.kind() == redis::ErrorKind::Server(ServerErrorKind::NoScript) =>
+                    {
+                        script.load_async(&mut connection).await?;
+                        pipeline().query_async::<(T, i64)>(&mut connection).await
+                    }
+                    other => other,
+                }
+            };
+            let (value, acknowledged) = deadline(timeout, run).await?;
+            if acknowledged < i64::from(durability.replicas) {
+                return Err(StoreError::new(
+                    StoreErrorKind::Unavailable,
+                    "too few Redis replicas acknowledged the write in time",
+                ));
+            }
+            Ok(value)
+        };
+        if essential {
+            return Box::pin(call);
+        }
+        self.guarded(call)
     }
 
     fn call<T, B>(

@@ -355,6 +355,16 @@ cleanup"#;
         self.signal("-CONT");
     }
 
+    /// Kills the server at once (`SIGKILL`): no shutdown, no goodbye to replicas or cluster
+    /// peers, as when a machine dies.
+    ///
+    /// # Panics
+    ///
+    /// When the server's process is unknown or `kill` fails.
+    pub fn kill(&self) {
+        self.signal("-KILL");
+    }
+
     fn signal(&self, signal: &str) {
         let pid = std::fs::read_to_string(self.dir.join("pid")).expect("redis-server's pid file");
         let status = Command::new("kill")

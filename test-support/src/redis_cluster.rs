@@ -202,17 +202,83 @@ impl ClusterNodes {
         &self.replicas
     }
 
-    /// Stops master `n` at once (its replica, if any, is promoted after the node timeout,
-    /// 2 s); returns its port.
+    /// Master `n`, while it runs.
+    pub fn master(&self, n: usize) -> Option<&RedisServer> {
+        self.masters.get(n).and_then(Option::as_ref)
+    }
+
+    /// The replicas of master `n`.
+    pub fn replicas_of(&self, n: usize) -> Vec<&RedisServer> {
+        self.replicas
+            .iter()
+            .skip(n)
+            .step_by(self.masters.len())
+            .collect()
+    }
+
+    /// Closes master `n`'s replication links (`CLIENT KILL TYPE replica`): what it writes
+    /// from now on reaches no replica until they reconnect (freeze them first with
+    /// [`RedisServer::pause`] to keep them from reconnecting), as in a network partition.
+    ///
+    /// # Errors
+    ///
+    /// When master `n` does not answer.
+    pub fn cut_replication_of(&self, n: usize) -> Result<(), String> {
+        let master = self.master(n).ok_or("no such master")?;
+        command(master.port(), &["CLIENT", "KILL", "TYPE", "replica"]).map(drop)
+    }
+
+    /// Waits until a replica of master `n` has taken over (after a master dies the cluster
+    /// elects its most up-to-date replica once the node timeout, 2 s, has passed) and every
+    /// running node sees the cluster `ok`; returns how long that took.
+    ///
+    /// # Errors
+    ///
+    /// When no replica takes over within 20 s.
+    pub fn await_failover_of(&self, n: usize) -> Result<Duration, String> {
+        let started = Instant::now();
+        let replicas = self.replicas_of(n);
+        let deadline = Instant::now() + FORM_TIMEOUT;
+        let promoted = loop {
+            let promoted = replicas.iter().find(|replica| {
+                command(replica.port(), &["INFO", "replication"])
+                    .is_ok_and(|info| field(&info, "role") == Some("master"))
+            });
+            if let Some(promoted) = promoted {
+                break promoted.port();
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no replica of master {n} took over within {FORM_TIMEOUT:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let running: Vec<u16> = self
+            .masters
+            .iter()
+            .flatten()
+            .chain(&self.replicas)
+            .map(RedisServer::port)
+            .collect();
+        for port in running.into_iter().chain([promoted]) {
+            wait_for(port, &["CLUSTER", "INFO"], |info| {
+                field(info, "cluster_state") == Some("ok")
+            })?;
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Kills master `n` with `SIGKILL` (no shutdown, its replica not told), and removes its
+    /// files; returns its port.
     ///
     /// # Panics
     ///
-    /// When master `n` does not exist or was already stopped.
-    pub fn stop_master(&mut self, n: usize) -> u16 {
+    /// When master `n` does not exist or was already killed.
+    pub fn kill_master(&mut self, n: usize) -> u16 {
         let master = self.masters[n].take().expect("a running master");
-        let port = master.port();
-        drop(master);
-        port
+        master.kill();
+        master.port()
     }
 }
 

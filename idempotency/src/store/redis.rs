@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use guardrail_store::redis::{KeyPrefix, RedisBackend};
-use guardrail_store::{ConfigError, StoreError, StoreErrorKind};
+use guardrail_store::redis::{Durability, KeyPrefix, RedisBackend};
+use guardrail_store::{ConfigError, ConfigErrorKind, StoreError, StoreErrorKind};
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::{FromRedisValue, Script, Value};
 
@@ -91,6 +91,7 @@ pub struct RedisStore<C = ConnectionManager> {
     prefix: KeyPrefix,
     claim_script: Arc<Script>,
     fenced_script: Arc<Script>,
+    durability: Option<Durability>,
 }
 
 impl<C> RedisStore<C>
@@ -109,7 +110,32 @@ where
             prefix: KeyPrefix::new(prefix)?,
             claim_script: Arc::new(Script::new(CLAIM)),
             fenced_script: Arc::new(Script::new(FENCED)),
+            durability: None,
         })
+    }
+
+    /// Makes every write wait for `durability`'s replicas (`WAIT`, in the same round trip):
+    /// a claim or a record counts only once the replicas have it, so a failover to one of them
+    /// cannot lose it. A write the replicas do not acknowledge in time is a store error (the
+    /// layer answers 503 and the handler does not run). Redis replication is otherwise
+    /// asynchronous: without this, a claim acknowledged by a primary that dies before
+    /// replicating it is gone on the promoted replica, and a retry runs the handler again.
+    ///
+    /// Costs one replica round trip per write, and calls queue on the shared connection while
+    /// a `WAIT` blocks it. A completion lost with its primary still blocks its key for the rest
+    /// of the lease, after which a retry runs again: only a store that commits the record with
+    /// the handler's effect closes that (the SQL store's `commit_in_*`).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigErrorKind::Durability`] when the wait is not shorter than the back end's call
+    /// deadline ([`RedisBackend::call_timeout`]), which covers the write and the wait.
+    pub fn durable(mut self, durability: Durability) -> Result<Self, ConfigError> {
+        if durability.wait() >= self.backend.call_timeout() {
+            return Err(ConfigError::new(ConfigErrorKind::Durability));
+        }
+        self.durability = Some(durability);
+        Ok(self)
     }
 
     /// Loads the scripts into the server's cache (`SCRIPT LOAD`), so that requests need one
@@ -149,6 +175,16 @@ where
         R: 'static,
     {
         let key = self.redis_key(key);
+        if let Some(durability) = self.durability {
+            let call = self.backend.eval_durable::<T>(
+                script,
+                vec![key],
+                args,
+                durability,
+                matches!(write, Write::Record),
+            );
+            return Box::pin(async move { parse(call.await?) });
+        }
         let build = move |invocation: &mut redis::ScriptInvocation<'_>| {
             invocation.key(key);
             for arg in args {
@@ -245,6 +281,7 @@ impl<C> fmt::Debug for RedisStore<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("durability", &self.durability)
             .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
