@@ -80,12 +80,12 @@ async fn a_store_in_a_table_of_its_own_keeps_the_contract() {
         .await
         .unwrap();
     let store = SqlStore::postgres(pool.clone())
-        .table("guardrails.idem")
+        .table("guardrails.idempotency_records")
         .unwrap();
-    assert_eq!(store.table_name(), "guardrails.idem");
+    assert_eq!(store.table_name(), "guardrails.idempotency_records");
     let store = migrated(store).await;
     conformance::run(&store).await;
-    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM guardrails.idem")
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM guardrails.idempotency_records")
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -93,7 +93,12 @@ async fn a_store_in_a_table_of_its_own_keeps_the_contract() {
     database.drop_database().await;
 
     let (_file, pool) = sqlite("idempotency_sql_own_table").await;
-    let store = migrated(SqlStore::sqlite(pool).table("idem_v2").unwrap()).await;
+    let store = migrated(
+        SqlStore::sqlite(pool)
+            .table("idempotency_records_v2")
+            .unwrap(),
+    )
+    .await;
     conformance::run(&store).await;
 }
 
@@ -123,12 +128,22 @@ fn table_names_must_be_plain_identifiers() {
             "{bad:?}"
         );
     }
-    for good in ["idem", "_idem_2", "guardrails.idem"] {
+    for good in ["idem", "_idem_2", "idempotency_records_v2"] {
         assert!(
             SqlStore::sqlite(pool.clone()).table(good).is_ok(),
             "{good:?}"
         );
     }
+    // SQLite names a schema on the index, not the table: qualified names are PostgreSQL's.
+    assert!(
+        SqlStore::sqlite(pool.clone())
+            .table("guardrails.idem")
+            .is_err()
+    );
+    let pg = PgPoolOptions::new()
+        .connect_lazy("postgres://postgres@127.0.0.1:5432/none")
+        .unwrap();
+    assert!(SqlStore::postgres(pg).table("guardrails.idem").is_ok());
 }
 
 /// Concurrent migrations by instances starting together all succeed (PostgreSQL takes an

@@ -19,11 +19,15 @@ use crate::store::{
 /// - `KEYS[1]`: the record.
 /// - `ARGV[1]`: the in-flight value to set (`F`, token, fingerprint).
 /// - `ARGV[2]`: the lease in milliseconds.
-/// - Returns `{0}` when claimed, else `{1, value, PTTL}` of what is there.
+/// - Returns `{0}` when claimed (or when the value there is this very claim: a client that
+///   re-sent the script after a dropped connection), else `{1, value, PTTL}` of what is there.
 const CLAIM: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return {0}
+end
+if v == ARGV[1] then
   return {0}
 end
 return {1, v, redis.call('PTTL', KEYS[1])}

@@ -148,8 +148,9 @@ impl SqlStore {
         }
     }
 
-    /// Uses the table `name` instead (an identifier of letters, digits and `_`, optionally
-    /// qualified by a schema: `guardrails.idempotency`).
+    /// Uses the table `name` instead: an identifier of letters, digits and `_` (at most 63),
+    /// on PostgreSQL optionally qualified by a schema (`guardrails.idempotency`). Its index is
+    /// `<name>_expires`, in the table's schema.
     ///
     /// # Errors
     ///
@@ -163,7 +164,14 @@ impl SqlStore {
                 && part.len() <= 63
         };
         let parts: Vec<&str> = name.split('.').collect();
-        if parts.len() > 2 || !parts.iter().all(|part| valid(part)) {
+        // SQLite names the schema on the index, not on the table: plain names only there.
+        let most = match dialect(&self.pool) {
+            #[cfg(feature = "postgres")]
+            Dialect::Postgres => 2,
+            #[cfg(feature = "sqlite")]
+            Dialect::Sqlite => 1,
+        };
+        if parts.len() > most || !parts.iter().all(|part| valid(part)) {
             return Err(ConfigError::new(ConfigErrorKind::Identifier(
                 name.to_owned(),
             )));
@@ -287,7 +295,10 @@ impl SqlStore {
     ///
     /// The row stays locked until the transaction ends, so a retry that would take the key
     /// over waits for the outcome instead of racing it. The transaction must be on the store's
-    /// database.
+    /// database, at PostgreSQL's default isolation, READ COMMITTED (under REPEATABLE READ or
+    /// SERIALIZABLE, the layer's own lease renewal during the transaction makes this update
+    /// fail with a serialization error), and short: call this just before the commit, since
+    /// the layer's renewal of the row waits for the transaction meanwhile.
     ///
     /// # Errors
     ///
@@ -312,8 +323,10 @@ impl SqlStore {
         ))
     }
 
-    /// [`commit_in_postgres`](Self::commit_in_postgres) for a SQLite transaction (begin it with
-    /// `BEGIN IMMEDIATE`, so that it takes the write lock before reading).
+    /// [`commit_in_postgres`](Self::commit_in_postgres) for a SQLite transaction. Begin it with
+    /// `BEGIN IMMEDIATE`, so that it takes the write lock before reading, and keep it short:
+    /// SQLite has one write lock, and every other write of the service (this store's claims
+    /// and renewals included) waits for it, for at most the store's deadline.
     ///
     /// # Errors
     ///
@@ -364,7 +377,7 @@ impl IdempotencyStore for SqlStore {
         lease: Duration,
     ) -> StoreFuture<Claim> {
         let (pool, sql, timeout, breaker) = self.parts();
-        spawned(async move {
+        let claim = async move {
             let token = FencingToken::random();
             let lease = millis(lease);
             for _ in 0..CLAIM_ATTEMPTS {
@@ -402,6 +415,12 @@ impl IdempotencyStore for SqlStore {
                 StoreErrorKind::BadReply,
                 "the idempotency key kept changing hands during the claim",
             ))
+        };
+        // One deadline for the whole claim, however many statements it took.
+        spawned(async move {
+            tokio::time::timeout(timeout, claim)
+                .await
+                .unwrap_or_else(|_| Err(timed_out()))
         })
     }
 
@@ -599,18 +618,21 @@ impl Statements {
     fn new(dialect: Dialect, table: &str) -> Self {
         // On PostgreSQL, instances migrating together would race on `CREATE TABLE IF NOT
         // EXISTS` (a unique violation in the catalog): the migration takes an advisory lock.
-        let (now, migration, lock) = match dialect {
+        // The sweep skips rows that a claim or a handler's transaction holds locked.
+        let (now, migration, lock, skip_locked) = match dialect {
             #[cfg(feature = "postgres")]
             Dialect::Postgres => (
                 "CAST(EXTRACT(EPOCH FROM statement_timestamp()) * 1000 AS BIGINT)",
                 POSTGRES_MIGRATION,
                 Some("SELECT pg_advisory_xact_lock(7428002)"),
+                " FOR UPDATE SKIP LOCKED",
             ),
             #[cfg(feature = "sqlite")]
             Dialect::Sqlite => (
                 "CAST(unixepoch('subsec') * 1000 AS INTEGER)",
                 SQLITE_MIGRATION,
                 None,
+                "",
             ),
         };
         let index = table.rsplit('.').next().unwrap_or(table);
@@ -650,17 +672,33 @@ impl Statements {
             // $3 ttl (ms).
             commit: sql("UPDATE {t} SET state = 1, expires_at = {now} + $3 \
                  WHERE key_hash = $1 AND token = $2 AND state = 0 AND lease_until > {now}"),
-            sweep: sql("DELETE FROM {t} WHERE key_hash IN \
-                 (SELECT key_hash FROM {t} WHERE expires_at <= {now} LIMIT $1)"),
+            // The outer condition is checked again on the row the DELETE reaches: a row the
+            // subquery saw expired but that a claim or a renew has revived since is kept.
+            sweep: sql(&format!(
+                "DELETE FROM {{t}} WHERE expires_at <= {{now}} AND key_hash IN \
+                 (SELECT key_hash FROM {{t}} WHERE expires_at <= {{now}} LIMIT $1{skip_locked})"
+            )),
             schema: lock
                 .into_iter()
                 .map(str::to_owned)
-                .chain([migration
-                    .replace("idempotency_records_expires", &format!("{index}_expires"))
-                    .replace(DEFAULT_TABLE, table)])
+                .chain([migrate_into(migration, table, index)])
                 .collect(),
         }
     }
+}
+
+/// The shipped migration for `table` (index `<index>_expires`): its two statements' names
+/// replaced as whole phrases, so a name that contains the default one is not replaced twice.
+fn migrate_into(migration: &str, table: &str, index: &str) -> String {
+    migration
+        .replace(
+            &format!("CREATE TABLE IF NOT EXISTS {DEFAULT_TABLE} ("),
+            &format!("CREATE TABLE IF NOT EXISTS {table} ("),
+        )
+        .replace(
+            &format!("CREATE INDEX IF NOT EXISTS {DEFAULT_TABLE}_expires ON {DEFAULT_TABLE} ("),
+            &format!("CREATE INDEX IF NOT EXISTS {index}_expires ON {table} ("),
+        )
 }
 
 /// Whether a database error says the database is down, unreachable or overloaded (and not that
@@ -766,4 +804,34 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_nanos().div_ceil(1_000_000))
         .unwrap_or(i64::MAX)
         .max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_name_the_table_and_its_index_once() {
+        for migration in [POSTGRES_MIGRATION, SQLITE_MIGRATION] {
+            let moved = migrate_into(migration, "app.idempotency_records", "idempotency_records");
+            assert!(moved.contains("CREATE TABLE IF NOT EXISTS app.idempotency_records ("));
+            assert!(moved.contains(
+                "CREATE INDEX IF NOT EXISTS idempotency_records_expires ON app.idempotency_records ("
+            ));
+            let longer = migrate_into(
+                migration,
+                "idempotency_records_v2",
+                "idempotency_records_v2",
+            );
+            assert!(longer.contains("CREATE TABLE IF NOT EXISTS idempotency_records_v2 ("));
+            assert!(longer.contains(
+                "CREATE INDEX IF NOT EXISTS idempotency_records_v2_expires ON idempotency_records_v2 ("
+            ));
+            assert_eq!(
+                migrate_into(migration, DEFAULT_TABLE, DEFAULT_TABLE),
+                migration,
+                "the shipped file names the default table"
+            );
+        }
+    }
 }
