@@ -135,11 +135,7 @@ fn table_names_must_be_plain_identifiers() {
         );
     }
     // SQLite names a schema on the index, not the table: qualified names are PostgreSQL's.
-    assert!(
-        SqlStore::sqlite(pool.clone())
-            .table("guardrails.idem")
-            .is_err()
-    );
+    assert!(SqlStore::sqlite(pool).table("guardrails.idem").is_err());
     let pg = PgPoolOptions::new()
         .connect_lazy("postgres://postgres@127.0.0.1:5432/none")
         .unwrap();
