@@ -414,3 +414,64 @@ fn a_durable_wait_must_fit_in_the_call_deadline() {
         &ConfigErrorKind::Durability
     );
 }
+
+/// A primary killed with SIGKILL (two replicas each): the cluster elects a replica, the store
+/// finds the new primary by itself and its durable writes are acknowledged again (by the
+/// replica that moved to the new primary), and every claim made before is still there (a
+/// retry of it is in flight, never claimed again). The replicas were in sync here; the
+/// failover example shows what a lagging replica loses without `durable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_survive_a_failover_and_a_durable_store_follows_it() {
+    use guardrail_store::redis::Durability;
+    use std::time::Instant;
+    use tower_idempotency::{Claim, Fingerprint, IdempotencyStore};
+
+    let mut nodes = tokio::task::spawn_blocking(|| guardrail_test_support::ClusterNodes::start(2))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let backend = RedisBackend::connect_cluster(&nodes.urls()).await.unwrap();
+    let store = RedisStore::new(backend, "failover")
+        .unwrap()
+        .durable(Durability::new(1, Duration::from_millis(100)).unwrap())
+        .unwrap();
+    store.preload().await.unwrap();
+    let fingerprint = Fingerprint::from_bytes([3; 32]);
+    let lease = Duration::from_secs(60);
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        let key = conformance::fresh_key();
+        let claim = store.claim(key, fingerprint, lease).await.unwrap();
+        assert!(matches!(claim, Claim::Claimed(_)), "{claim:?}");
+        held.push(key);
+    }
+
+    nodes.kill_master(0);
+    let nodes = tokio::task::spawn_blocking(move || {
+        nodes.await_failover_of(0).unwrap_or_else(|e| panic!("{e}"));
+        nodes
+    })
+    .await
+    .unwrap();
+
+    // The client learns the new layout on its own; calls may fail meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match store
+            .claim(conformance::fresh_key(), fingerprint, lease)
+            .await
+        {
+            Ok(Claim::Claimed(_)) => break,
+            other => assert!(Instant::now() < deadline, "never recovered: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for key in held {
+        let claim = store.claim(key, fingerprint, lease).await.unwrap();
+        assert!(
+            matches!(claim, Claim::InFlight { .. }),
+            "an acknowledged claim was lost in the failover: {claim:?}"
+        );
+    }
+    drop(nodes);
+}

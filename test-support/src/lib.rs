@@ -363,6 +363,12 @@ cleanup"#;
     /// When the server's process is unknown or `kill` fails.
     pub fn kill(&self) {
         self.signal("-KILL");
+        // Until the kernel has reaped it into a zombie, it still looks alive (and a later
+        // `resume` would signal a process that is gone): wait for that, two seconds at most.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.redis_alive() == Some(true) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     fn signal(&self, signal: &str) {

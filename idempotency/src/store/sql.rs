@@ -377,7 +377,11 @@ impl IdempotencyStore for SqlStore {
         lease: Duration,
     ) -> StoreFuture<Claim> {
         let (pool, sql, timeout, breaker) = self.parts();
-        let claim = async move {
+        // One deadline for the whole claim, however many statements it takes: each statement
+        // gets what is left of it, and the breaker sees how each one ended.
+        spawned(async move {
+            let until = tokio::time::Instant::now() + timeout;
+            let left = || until.saturating_duration_since(tokio::time::Instant::now());
             let token = FencingToken::random();
             let lease = millis(lease);
             for _ in 0..CLAIM_ATTEMPTS {
@@ -394,7 +398,7 @@ impl IdempotencyStore for SqlStore {
                     .await
                     .map(|done| done.rows_affected()))
                 };
-                if breaker.run(deadline(timeout, insert)).await? == 1 {
+                if breaker.run(deadline(left(), insert)).await? == 1 {
                     return Ok(Claim::Claimed(token));
                 }
                 let inspect = async {
@@ -405,7 +409,7 @@ impl IdempotencyStore for SqlStore {
                     .fetch_optional(p)
                     .await)
                 };
-                let row = breaker.run(deadline(timeout, inspect)).await?;
+                let row = breaker.run(deadline(left(), inspect)).await?;
                 if let Some(claim) = row.map(Held::from).map(Held::claim).transpose()?.flatten() {
                     return Ok(claim);
                 }
@@ -415,12 +419,6 @@ impl IdempotencyStore for SqlStore {
                 StoreErrorKind::BadReply,
                 "the idempotency key kept changing hands during the claim",
             ))
-        };
-        // One deadline for the whole claim, however many statements it took.
-        spawned(async move {
-            tokio::time::timeout(timeout, claim)
-                .await
-                .unwrap_or_else(|_| Err(timed_out()))
         })
     }
 
