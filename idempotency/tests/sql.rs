@@ -176,7 +176,7 @@ async fn postgres_commit_in_the_handlers_transaction_survives_a_crash_before_com
         .execute(&pool)
         .await
         .unwrap();
-    let lease = Duration::from_millis(400);
+    let lease = Duration::from_millis(1500);
     let (held, fingerprint) = held(&store, lease).await;
 
     // The handler's write and the claim's commit, in one transaction.
@@ -264,7 +264,7 @@ async fn postgres_commit_in_after_the_lease_ran_out_is_stale_and_the_write_rolls
 async fn postgres_a_takeover_waits_for_the_committing_transaction() {
     let (database, pool) = postgres("idempotency_sql_commit_lock").await;
     let store = migrated(SqlStore::postgres(pool.clone())).await;
-    let lease = Duration::from_millis(500);
+    let lease = Duration::from_millis(1500);
     let (held, fingerprint) = held(&store, lease).await;
     let mut transaction = pool.begin().await.unwrap();
     assert_eq!(

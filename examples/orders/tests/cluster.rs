@@ -316,7 +316,7 @@ async fn an_instance_killed_mid_request_leaves_exactly_one_order() {
     use sqlx::Connection;
 
     let db = guardrail_test_support::postgres_database("orders_kill9").await;
-    let lease = ["--idempotency-lease-ms", "3000"];
+    let lease = ["--idempotency-lease-ms", "5000"];
     let mut victim = start_with(db.url(), &lease);
     let survivor = start_with(db.url(), &lease);
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
