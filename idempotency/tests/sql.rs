@@ -158,6 +158,41 @@ async fn instances_migrating_together_all_succeed() {
     database.drop_database().await;
 }
 
+/// A handler's write into `effects` and `commit_in_postgres` in one transaction, committed
+/// when the claim was still held (rolled back otherwise).
+async fn write_and_commit(store: &SqlStore, pool: &PgPool, held: &ScopedKey) -> Fenced {
+    let mut transaction = pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO effects DEFAULT VALUES")
+        .execute(&mut *transaction)
+        .await
+        .unwrap();
+    let fenced = store
+        .commit_in_postgres(&mut transaction, held, TTL)
+        .await
+        .unwrap();
+    if fenced == Fenced::Applied {
+        transaction.commit().await.unwrap();
+    }
+    fenced
+}
+
+/// How many rows the handler's own table `effects` holds.
+async fn effects(pool: &PgPool) -> i64 {
+    let (effects,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM effects")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    effects
+}
+
+/// What a claim finds on a key committed by `commit_in` whose response was never recorded.
+fn done_unreplayable(fingerprint: Fingerprint) -> Claim {
+    Claim::Completed {
+        fingerprint,
+        outcome: Completion::NotReplayable,
+    }
+}
+
 /// The claim the layer would hold, and the `ScopedKey` it would hand the handler.
 async fn held(store: &SqlStore, lease: Duration) -> (ScopedKey, Fingerprint) {
     let key = conformance::fresh_key();
@@ -180,17 +215,10 @@ async fn postgres_commit_in_the_handlers_transaction_survives_a_crash_before_com
     let (held, fingerprint) = held(&store, lease).await;
 
     // The handler's write and the claim's commit, in one transaction.
-    let mut transaction = pool.begin().await.unwrap();
-    sqlx::query("INSERT INTO effects DEFAULT VALUES")
-        .execute(&mut *transaction)
-        .await
-        .unwrap();
-    let fenced = store
-        .commit_in_postgres(&mut transaction, &held, TTL)
-        .await
-        .unwrap();
-    assert_eq!(fenced, Fenced::Applied);
-    transaction.commit().await.unwrap();
+    assert_eq!(
+        write_and_commit(&store, &pool, &held).await,
+        Fenced::Applied
+    );
     // The process dies here: no completion, no release.
 
     // While the lease runs, a retry waits (the holder may still record its response).
@@ -208,16 +236,9 @@ async fn postgres_commit_in_the_handlers_transaction_survives_a_crash_before_com
             .claim(held.scoped(), fingerprint, LEASE)
             .await
             .unwrap(),
-        Claim::Completed {
-            fingerprint,
-            outcome: Completion::NotReplayable
-        }
+        done_unreplayable(fingerprint)
     );
-    let (effects,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM effects")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(effects, 1);
+    assert_eq!(effects(&pool).await, 1);
     database.drop_database().await;
 }
 
@@ -289,10 +310,7 @@ async fn postgres_a_takeover_waits_for_the_committing_transaction() {
     transaction.commit().await.unwrap();
     assert_eq!(
         takeover.await.unwrap().unwrap(),
-        Claim::Completed {
-            fingerprint,
-            outcome: Completion::NotReplayable
-        },
+        done_unreplayable(fingerprint),
         "after the commit, the key is done, not vacant"
     );
     database.drop_database().await;
@@ -327,10 +345,7 @@ async fn sqlite_commit_in_the_handlers_transaction_survives_a_crash_before_compl
             .claim(held.scoped(), fingerprint, LEASE)
             .await
             .unwrap(),
-        Claim::Completed {
-            fingerprint,
-            outcome: Completion::NotReplayable
-        }
+        done_unreplayable(fingerprint)
     );
     // A commit on the wrong database's connection is refused, not run.
     let (database, pg) = postgres("idempotency_sql_commit_wrong_db").await;
@@ -369,17 +384,8 @@ async fn a_handler_that_committed_then_failed_never_runs_again() {
                     async move {
                         runs.fetch_add(1, Ordering::SeqCst);
                         let held = request.extensions().get::<ScopedKey>().unwrap().clone();
-                        let mut transaction = pool.begin().await.unwrap();
-                        sqlx::query("INSERT INTO effects DEFAULT VALUES")
-                            .execute(&mut *transaction)
-                            .await
-                            .unwrap();
-                        let fenced = store
-                            .commit_in_postgres(&mut transaction, &held, TTL)
-                            .await
-                            .unwrap();
+                        let fenced = write_and_commit(&store, &pool, &held).await;
                         assert_eq!(fenced, Fenced::Applied);
-                        transaction.commit().await.unwrap();
                         // Committed, then something failed before the response was ready.
                         let mut response = Response::new(Full::<Bytes>::from("downstream failed"));
                         *response.status_mut() = StatusCode::BAD_GATEWAY;
@@ -409,11 +415,7 @@ async fn a_handler_that_committed_then_failed_never_runs_again() {
         "{problem}"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
-    let (effects,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM effects")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(effects, 1);
+    assert_eq!(effects(&pool).await, 1);
     database.drop_database().await;
 }
 

@@ -109,6 +109,17 @@ enum Pool {
     Sqlite(SqlitePool),
 }
 
+/// Runs `$sql` with `$bind`s on `$executor` (a pool or a connection): the rows it changed.
+macro_rules! execute {
+    ($executor:expr, $sql:expr $(, $bind:expr)* $(,)?) => {
+        sqlx::query(AssertSqlSafe(Arc::clone($sql)))
+            $(.bind($bind))*
+            .execute($executor)
+            .await
+            .map(|done| done.rows_affected())
+    };
+}
+
 /// Runs the same statement on whichever driver the pool has (both bind `$N` by number).
 macro_rules! on_pool {
     ($pool:expr, |$p:ident| $body:expr) => {
@@ -248,13 +259,7 @@ impl SqlStore {
             let sql = Arc::clone(&self.sql.sweep);
             let pool = self.pool.clone();
             let removed = self
-                .call(async move {
-                    on_pool!(&pool, |p| sqlx::query(AssertSqlSafe(sql))
-                        .bind(SWEEP_BATCH)
-                        .execute(p)
-                        .await
-                        .map(|done| done.rows_affected()))
-                })
+                .call(async move { on_pool!(&pool, |p| execute!(p, &sql, SWEEP_BATCH)) })
                 .await?;
             deleted += removed;
             if removed < SWEEP_BATCH.unsigned_abs() {
@@ -313,14 +318,9 @@ impl SqlStore {
         if dialect(&self.pool) != Dialect::Postgres {
             return Err(wrong_dialect());
         }
-        let update = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.commit)))
-            .bind(held.scoped().as_bytes().to_vec())
-            .bind(token_bytes(held.token()))
-            .bind(millis(ttl))
-            .execute(transaction);
-        Ok(fenced(
-            deadline(self.timeout, async { Ok(update.await?.rows_affected()) }).await?,
-        ))
+        let (key, token) = (held.scoped().as_bytes().to_vec(), token_bytes(held.token()));
+        let update = async { execute!(transaction, &self.sql.commit, key, token, millis(ttl)) };
+        Ok(fenced(deadline(self.timeout, update).await?))
     }
 
     /// [`commit_in_postgres`](Self::commit_in_postgres) for a SQLite transaction. Begin it with
@@ -341,14 +341,9 @@ impl SqlStore {
         if dialect(&self.pool) != Dialect::Sqlite {
             return Err(wrong_dialect());
         }
-        let update = sqlx::query(AssertSqlSafe(Arc::clone(&self.sql.commit)))
-            .bind(held.scoped().as_bytes().to_vec())
-            .bind(token_bytes(held.token()))
-            .bind(millis(ttl))
-            .execute(transaction);
-        Ok(fenced(
-            deadline(self.timeout, async { Ok(update.await?.rows_affected()) }).await?,
-        ))
+        let (key, token) = (held.scoped().as_bytes().to_vec(), token_bytes(held.token()));
+        let update = async { execute!(transaction, &self.sql.commit, key, token, millis(ttl)) };
+        Ok(fenced(deadline(self.timeout, update).await?))
     }
 
     /// Runs `call` under the deadline and through the breaker.
@@ -386,17 +381,15 @@ impl IdempotencyStore for SqlStore {
             let lease = millis(lease);
             for _ in 0..CLAIM_ATTEMPTS {
                 let insert = async {
-                    on_pool!(&pool, |p| sqlx::query(AssertSqlSafe(Arc::clone(
-                        &sql.claim
-                    )))
-                    .bind(key.as_bytes().to_vec())
-                    .bind(scope_value(key))
-                    .bind(fingerprint.as_bytes().to_vec())
-                    .bind(token_bytes(token))
-                    .bind(lease)
-                    .execute(p)
-                    .await
-                    .map(|done| done.rows_affected()))
+                    on_pool!(&pool, |p| execute!(
+                        p,
+                        &sql.claim,
+                        key.as_bytes().to_vec(),
+                        scope_value(key),
+                        fingerprint.as_bytes().to_vec(),
+                        token_bytes(token),
+                        lease
+                    ))
                 };
                 if breaker.run(deadline(left(), insert)).await? == 1 {
                     return Ok(Claim::Claimed(token));
@@ -434,17 +427,15 @@ impl IdempotencyStore for SqlStore {
         spawned(async move {
             let record = wire::encode_outcome(&outcome)?;
             let update = async {
-                on_pool!(&pool, |p| sqlx::query(AssertSqlSafe(Arc::clone(
-                    &sql.complete
-                )))
-                .bind(key.as_bytes().to_vec())
-                .bind(token_bytes(token))
-                .bind(fingerprint.as_bytes().to_vec())
-                .bind(record)
-                .bind(millis(ttl))
-                .execute(p)
-                .await
-                .map(|done| done.rows_affected()))
+                on_pool!(&pool, |p| execute!(
+                    p,
+                    &sql.complete,
+                    key.as_bytes().to_vec(),
+                    token_bytes(token),
+                    fingerprint.as_bytes().to_vec(),
+                    record,
+                    millis(ttl)
+                ))
             };
             // Past the breaker: this records work already done (see the type's docs).
             Ok(fenced(deadline(timeout, update).await?))
@@ -455,14 +446,12 @@ impl IdempotencyStore for SqlStore {
         let (pool, sql, timeout, breaker) = self.parts();
         spawned(async move {
             let delete = async {
-                on_pool!(&pool, |p| sqlx::query(AssertSqlSafe(Arc::clone(
-                    &sql.release
-                )))
-                .bind(key.as_bytes().to_vec())
-                .bind(token_bytes(token))
-                .execute(p)
-                .await
-                .map(|done| done.rows_affected()))
+                on_pool!(&pool, |p| execute!(
+                    p,
+                    &sql.release,
+                    key.as_bytes().to_vec(),
+                    token_bytes(token)
+                ))
             };
             if breaker.run(deadline(timeout, delete)).await? == 1 {
                 return Ok(Fenced::Applied);
@@ -470,14 +459,12 @@ impl IdempotencyStore for SqlStore {
             // A claim committed by `commit_in` is never given up: its effect happened. Its
             // lease ends now, so retries learn at once that the result is unavailable.
             let end = async {
-                on_pool!(&pool, |p| sqlx::query(AssertSqlSafe(Arc::clone(
-                    &sql.end_lease
-                )))
-                .bind(key.as_bytes().to_vec())
-                .bind(token_bytes(token))
-                .execute(p)
-                .await
-                .map(drop))
+                on_pool!(&pool, |p| execute!(
+                    p,
+                    &sql.end_lease,
+                    key.as_bytes().to_vec(),
+                    token_bytes(token)
+                ))
             };
             breaker.run(deadline(timeout, end)).await?;
             Ok(Fenced::Stale)
@@ -488,15 +475,13 @@ impl IdempotencyStore for SqlStore {
         let (pool, sql, timeout, breaker) = self.parts();
         spawned(async move {
             let update = async {
-                on_pool!(&pool, |p| sqlx::query(AssertSqlSafe(Arc::clone(
-                    &sql.renew
-                )))
-                .bind(key.as_bytes().to_vec())
-                .bind(token_bytes(token))
-                .bind(millis(lease))
-                .execute(p)
-                .await
-                .map(|done| done.rows_affected()))
+                on_pool!(&pool, |p| execute!(
+                    p,
+                    &sql.renew,
+                    key.as_bytes().to_vec(),
+                    token_bytes(token),
+                    millis(lease)
+                ))
             };
             Ok(fenced(breaker.run(deadline(timeout, update)).await?))
         })
