@@ -86,6 +86,7 @@ pub struct QuotaViolation {
 pub struct Rejection {
     problem: Problem,
     kind: Option<ProblemKind>,
+    grpc_code: Option<GrpcCode>,
     pub(crate) headers: HeaderMap,
     retry_after: Option<Duration>,
     // Inline: a rejection usually names at most one quota, and most name none.
@@ -99,6 +100,7 @@ impl Rejection {
         Rejection {
             problem,
             kind: None,
+            grpc_code: None,
             headers: HeaderMap::new(),
             retry_after: None,
             violations: SmallVec::new(),
@@ -112,6 +114,25 @@ impl Rejection {
             kind: Some(kind),
             ..Rejection::new(catalog.problem(kind))
         }
+    }
+
+    /// Sets the gRPC code, for a rejection whose status maps to a less precise one (a 503
+    /// that means the request's deadline passed is `DEADLINE_EXCEEDED`, not `UNAVAILABLE`).
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use tower_problem_details::{GrpcCode, Problem, Rejection};
+    ///
+    /// let rejection = Rejection::new(Problem::new(StatusCode::SERVICE_UNAVAILABLE));
+    /// assert_eq!(rejection.grpc_code(), GrpcCode::Unavailable);
+    /// let rejection = rejection.with_grpc_code(GrpcCode::DeadlineExceeded);
+    /// assert_eq!(rejection.grpc_code(), GrpcCode::DeadlineExceeded);
+    /// ```
+    #[must_use]
+    #[inline]
+    pub fn with_grpc_code(mut self, code: GrpcCode) -> Self {
+        self.grpc_code = Some(code);
+        self
     }
 
     /// Sets the problem's `detail`: what went wrong this time, for the client.
@@ -185,11 +206,13 @@ impl Rejection {
         &self.violations
     }
 
-    /// The gRPC code: the kind's, or else the one for the status.
+    /// The gRPC code: the one [set](Self::with_grpc_code), else the kind's, else the one for
+    /// the status.
     pub fn grpc_code(&self) -> GrpcCode {
-        match self.kind {
-            Some(kind) => kind.grpc_code(),
-            None => GrpcCode::from_http_status(self.problem.status),
+        match (self.grpc_code, self.kind) {
+            (Some(code), _) => code,
+            (None, Some(kind)) => kind.grpc_code(),
+            (None, None) => GrpcCode::from_http_status(self.problem.status),
         }
     }
 

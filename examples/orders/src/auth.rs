@@ -3,14 +3,13 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, request::Parts};
 use sha2::{Digest, Sha256};
-use tower_problem_details::ProblemKind;
+use tower_problem_details::{ProblemKind, Protocol, Rejection};
 
 use crate::order::hex;
 use crate::problems::{AMBIGUOUS_REQUEST, Problems};
@@ -85,14 +84,16 @@ pub struct AuthState {
     pub problems: Problems,
 }
 
-/// Middleware: finds the caller's [`Tenant`] from `Authorization: Bearer <key>` and puts it in
-/// the request extensions, or answers 401 `unauthorized` with `WWW-Authenticate: Bearer`
-/// (RFC 6750 §3: `error="invalid_token"` when a key was sent but is not accepted).
+/// Middleware: finds the caller's [`Tenant`] from `Authorization: Bearer <key>` (on gRPC, the
+/// `authorization` metadata) and puts it in the request extensions, or answers 401
+/// `unauthorized` with `WWW-Authenticate: Bearer` (RFC 6750 §3: `error="invalid_token"` when a
+/// key was sent but is not accepted); `UNAUTHENTICATED` on gRPC.
 pub async fn authenticate(
     State(state): State<AuthState>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let protocol = Protocol::of(request.headers());
     if request
         .headers()
         .get_all(AUTHORIZATION)
@@ -101,11 +102,11 @@ pub async fn authenticate(
         .is_some()
     {
         // Two credentials: refuse rather than guess which one the client meant.
-        return state
+        let problem = state
             .problems
             .service(AMBIGUOUS_REQUEST)
-            .with_detail("Send one `Authorization` header, not several.")
-            .into_response::<Body>();
+            .with_detail("Send one `Authorization` header, not several.");
+        return state.problems.reject(Rejection::new(problem), protocol);
     }
     let header = request.headers().get(AUTHORIZATION);
     let key = header
@@ -135,13 +136,12 @@ pub async fn authenticate(
                     HeaderValue::from_static("Bearer realm=\"orders\", error=\"invalid_token\""),
                 )
             };
-            let mut response = state
+            let rejection = state
                 .problems
-                .kind(ProblemKind::Unauthorized)
+                .rejection(ProblemKind::Unauthorized)
                 .with_detail(detail)
-                .into_response::<Body>();
-            response.headers_mut().insert(WWW_AUTHENTICATE, challenge);
-            response
+                .with_header(WWW_AUTHENTICATE, challenge);
+            state.problems.reject(rejection, protocol)
         }
     }
 }

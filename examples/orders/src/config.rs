@@ -17,6 +17,12 @@ pub struct Config {
     #[arg(long, env = "ORDERS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Also serve the internal gRPC API (`orders.v1.OrderService`, with health checking and
+    /// server reflection) on this address, beside REST and on the same stores; off when
+    /// unset.
+    #[arg(long, env = "ORDERS_GRPC_LISTEN")]
+    pub grpc_listen: Option<SocketAddr>,
+
     /// The database: `sqlite://FILE` (created when missing), `sqlite::memory:`, or
     /// `postgres://USER@HOST:PORT/DB`.
     #[arg(long, env = "ORDERS_DATABASE", default_value = "sqlite://orders.db")]

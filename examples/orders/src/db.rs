@@ -89,6 +89,18 @@ const BY_ID: &str = concat!(
     columns!(),
     " FROM orders WHERE tenant = $1 AND id = $2"
 );
+// Many ids in one statement, bound as one value (an array on PostgreSQL, a JSON array that
+// SQLite's `json_each` unpacks), so the SQL stays constant whatever the number of ids.
+const BY_IDS_POSTGRES: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM orders WHERE tenant = $1 AND id = ANY($2)"
+);
+const BY_IDS_SQLITE: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM orders WHERE tenant = $1 AND id IN (SELECT value FROM json_each($2))"
+);
 // One conditional UPDATE: two concurrent cancels cannot both succeed.
 const CANCEL: &str = "UPDATE orders SET status = $1, cancelled_at = $2 \
      WHERE tenant = $3 AND id = $4 AND status = $5";
@@ -340,6 +352,33 @@ impl Database {
             .fetch_optional(pool)
             .await?);
         row.map(order_from_row).transpose()
+    }
+
+    /// The tenant's orders among `ids`, in one statement, in no particular order (callers
+    /// bound `ids`: the gRPC batch read takes at most 100).
+    ///
+    /// # Errors
+    ///
+    /// Database failures.
+    pub async fn get_many(&self, tenant: &str, ids: &[&str]) -> Result<Vec<Order>, DbError> {
+        let rows: Vec<OrderRow> = match &self.pool {
+            Pool::Postgres(pool) => {
+                sqlx::query_as(BY_IDS_POSTGRES)
+                    .bind(tenant)
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Pool::Sqlite(pool) => {
+                let ids = serde_json::to_string(ids).map_err(|e| sqlx::Error::Encode(e.into()))?;
+                sqlx::query_as(BY_IDS_SQLITE)
+                    .bind(tenant)
+                    .bind(ids)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        rows.into_iter().map(order_from_row).collect()
     }
 
     /// Cancels the tenant's order `id` if it is pending.

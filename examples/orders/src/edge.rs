@@ -39,6 +39,7 @@ use http::{HeaderValue, Method};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::time::{Instant, Sleep};
+use tower_problem_details::Protocol;
 
 use crate::config::Limits;
 use crate::problems::Problems;
@@ -92,6 +93,13 @@ pub fn method_label(method: &Method) -> &'static str {
 /// Middleware: the edge (see the module docs).
 pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let protocol = Protocol::of(request.headers());
+    // A gRPC client's own deadline, when it is sooner than the service's.
+    let deadline = match protocol {
+        Protocol::Grpc => grpc_timeout(request.headers())
+            .map_or(edge.request_timeout, |t| t.min(edge.request_timeout)),
+        _ => edge.request_timeout,
+    };
     let expects_continue = request.headers().contains_key(EXPECT);
     let draining = request.extensions().get::<Draining>().cloned();
     let declared = declared_length(&request);
@@ -99,22 +107,23 @@ pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -
     let (body, watch) = WatchedBody::new(body, edge.body_timeout);
     let request = Request::from_parts(parts, Body::new(body));
 
-    let response = match tokio::time::timeout(edge.request_timeout, next.run(request)).await {
+    let response = match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) if watch.is_receiving() => {
-            return edge
-                .problems
-                .request_timeout("The request body was still arriving at the request deadline.");
+            return edge.problems.request_timeout(
+                "The request body was still arriving at the request deadline.",
+                protocol,
+            );
         }
         Err(_) => {
-            tracing::warn!(deadline = ?edge.request_timeout, "request deadline exceeded; work cancelled");
-            return edge.problems.deadline_exceeded();
+            tracing::warn!(?deadline, "request deadline exceeded; work cancelled");
+            return edge.problems.deadline_exceeded(protocol);
         }
     };
     if watch.timed_out() {
         return edge
             .problems
-            .request_timeout("The request body stalled; nothing was processed.");
+            .request_timeout("The request body stalled; nothing was processed.", protocol);
     }
     match watch.unread_rest() {
         None => response,
@@ -137,6 +146,34 @@ pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -
         }
     }
 }
+
+/// The `grpc-timeout` of a gRPC request (`1*8DIGIT` and a unit of `H`, `M`, `S`, `m`, `u` or
+/// `n`), or `None` when it is missing, repeated or malformed: the service's own deadline
+/// applies then, as gRPC servers do for a timeout they cannot read.
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let mut values = headers.get_all(GRPC_TIMEOUT).iter();
+    let value = values.next()?.as_bytes();
+    if values.next().is_some() {
+        return None;
+    }
+    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // At most 8 digits: fits a u64 in any unit below.
+    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(amount * 3600),
+        b"M" => Duration::from_secs(amount * 60),
+        b"S" => Duration::from_secs(amount),
+        b"m" => Duration::from_millis(amount),
+        b"u" => Duration::from_micros(amount),
+        b"n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 fn declared_length(request: &Request) -> Option<u64> {
     request
@@ -309,6 +346,58 @@ impl Drop for WatchedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_in_every_unit_and_refused_when_malformed() {
+        let timeout = |values: &[&str]| {
+            let mut headers = http::HeaderMap::new();
+            for value in values {
+                headers.append(GRPC_TIMEOUT, HeaderValue::from_str(value).expect("valid"));
+            }
+            grpc_timeout(&headers)
+        };
+        assert_eq!(timeout(&["2H"]), Some(Duration::from_secs(7200)));
+        assert_eq!(timeout(&["3M"]), Some(Duration::from_secs(180)));
+        assert_eq!(timeout(&["4S"]), Some(Duration::from_secs(4)));
+        assert_eq!(timeout(&["250m"]), Some(Duration::from_millis(250)));
+        assert_eq!(
+            timeout(&["99999999u"]),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(timeout(&["7n"]), Some(Duration::from_nanos(7)));
+        for bad in ["", "m", "123456789m", "12x", "-1S", "1.5S", " 1S", "1s"] {
+            assert_eq!(timeout(&[bad]), None, "{bad:?}");
+        }
+        assert_eq!(timeout(&[]), None);
+        assert_eq!(timeout(&["1S", "2S"]), None, "repeated");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_grpc_timeout_never_panics_and_reads_back_what_it_wrote(
+            raw in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+            amount in 0_u64..100_000_000,
+            unit in proptest::sample::select(vec!['H', 'M', 'S', 'm', 'u', 'n']),
+        ) {
+            let mut headers = http::HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_bytes(&raw) {
+                headers.insert(GRPC_TIMEOUT, value);
+                let _ = grpc_timeout(&headers);
+            }
+            let value = format!("{amount}{unit}");
+            headers.insert(GRPC_TIMEOUT, HeaderValue::from_str(&value).expect("valid"));
+            let read = grpc_timeout(&headers).expect("well formed");
+            let expected = match unit {
+                'H' => Duration::from_secs(amount * 3600),
+                'M' => Duration::from_secs(amount * 60),
+                'S' => Duration::from_secs(amount),
+                'm' => Duration::from_millis(amount),
+                'u' => Duration::from_micros(amount),
+                _ => Duration::from_nanos(amount),
+            };
+            proptest::prop_assert_eq!(read, expected);
+        }
+    }
 
     #[test]
     fn methods_outside_rfc_9110_are_other() {

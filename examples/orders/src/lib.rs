@@ -31,6 +31,7 @@ pub mod auth;
 mod config;
 pub mod db;
 pub mod edge;
+pub mod grpc;
 pub mod handlers;
 pub mod json;
 pub mod observe;
@@ -57,7 +58,7 @@ use tower_cursor::{
     CursorCodec, CursorLayer, CursorSecret, KeyId, KeyRing, Paginator, QueryFingerprint,
 };
 use tower_idempotency::{IdempotencyLayer, IdempotencyStore, Scope};
-use tower_problem_details::ProblemLayer;
+use tower_problem_details::{ProblemLayer, Protocol};
 use tower_ratelimit::{KeyExtractor, Policy, Quota, RateLimitKey, RateLimitLayer, RateLimitStore};
 use tower_sunset::{Link, SunsetLayer, UriRef};
 
@@ -222,12 +223,14 @@ fn fail(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> BuildError + '_ {
 /// The built service.
 #[derive(Clone, Debug)]
 pub struct App {
-    router: Router,
+    services: Services,
     state: AppState,
+    // Keeps `grpc.health.v1` in step with `/ready` for as long as a clone lives.
+    _health: Arc<HealthProbe>,
 }
 
 impl App {
-    /// Connects ([`AppState::connect`]) and composes the service ([`app`]).
+    /// Connects ([`AppState::connect`]) and composes the service ([`services`]).
     ///
     /// # Errors
     ///
@@ -235,13 +238,24 @@ impl App {
     /// a sunset before the deprecation, or a cursor secret shorter than 32 bytes).
     pub async fn build(config: &Config) -> Result<Self, BuildError> {
         let state = AppState::connect(config).await?;
-        let router = app(&state)?;
-        Ok(App { router, state })
+        let services = services(&state)?;
+        let health = HealthProbe::spawn(state.clone(), services.health.clone());
+        Ok(App {
+            services,
+            state,
+            _health: Arc::new(health),
+        })
     }
 
-    /// The service, ready for [`serve::serve`].
+    /// The REST service, ready for [`serve::serve`].
     pub fn router(&self) -> Router {
-        self.router.clone()
+        self.services.rest.clone()
+    }
+
+    /// The gRPC service (`orders.v1.OrderService`, health and reflection), ready for
+    /// [`serve::serve`] on its own listener.
+    pub fn grpc_router(&self) -> Router {
+        self.services.grpc.clone()
     }
 
     /// The order store.
@@ -250,13 +264,34 @@ impl App {
     }
 }
 
-/// The whole service as a router, with no I/O: every layer in the order the crate docs give.
+/// The REST service as a router, with no I/O: every layer in the order the crate docs give.
 ///
 /// # Errors
 ///
 /// When the configuration is inconsistent (a sunset before the deprecation, a cursor secret
 /// shorter than 32 bytes, a zero rate).
 pub fn app(state: &AppState) -> Result<Router, BuildError> {
+    Ok(services(state)?.rest)
+}
+
+/// Both protocols' services, sharing one set of guardrail layers (so one rate-limit budget
+/// per tenant, whichever protocol spends it).
+#[derive(Clone, Debug)]
+pub struct Services {
+    /// The REST API and the operational routes.
+    pub rest: Router,
+    /// `orders.v1.OrderService`, `grpc.health.v1.Health` and server reflection.
+    pub grpc: Router,
+    /// The health service's state, which [`App`] keeps in step with `/ready`.
+    pub health: tonic_health::server::HealthReporter,
+}
+
+/// Composes [`Services`], with no I/O.
+///
+/// # Errors
+///
+/// As [`app`].
+pub fn services(state: &AppState) -> Result<Services, BuildError> {
     observe::prometheus();
     let config = &state.config;
     let guardrails = Guardrails::new(config, &state.problems)?;
@@ -267,7 +302,7 @@ pub fn app(state: &AppState) -> Result<Router, BuildError> {
         );
     }
     let edge = EdgeState::new(state.problems.clone(), &config.limits);
-    let api = match state.stores.clone() {
+    let (api, grpc_api) = match state.stores.clone() {
         Stores::Off => {
             tracing::warn!(
                 "DEMO ONLY: guardrails are off (no idempotency, no rate limit); \
@@ -299,13 +334,47 @@ pub fn app(state: &AppState) -> Result<Router, BuildError> {
         .route("/problems/{slug}", get(problems::page))
         .method_not_allowed_fallback(problems::method_not_allowed)
         .fallback(problems::no_such_resource)
-        .layer(middleware::from_fn_with_state(edge, edge::edge))
+        .layer(middleware::from_fn_with_state(edge.clone(), edge::edge))
         .with_state(state.clone());
-    Ok(api
+    let problem_layer = ProblemLayer::new()
+        .catalog(state.problems.catalog().clone())
+        .responder(state.problems.responder().clone());
+    let rest = api
         .merge(public)
         .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
         .layer(middleware::from_fn(observe::observe))
-        .layer(ProblemLayer::new().catalog(state.problems.catalog().clone())))
+        .layer(problem_layer.clone());
+    let (health, grpc_public) = grpc_public(&edge)?;
+    let grpc = grpc_api
+        .merge(grpc_public)
+        .fallback(grpc::unimplemented)
+        .layer(middleware::from_fn(observe::observe))
+        .layer(problem_layer);
+    Ok(Services { rest, grpc, health })
+}
+
+/// The gRPC routes outside authentication and the rate limit, as `/health` and `/ready` are
+/// on REST: health checking and server reflection (v1, and v1alpha for older tools).
+fn grpc_public(
+    edge: &EdgeState,
+) -> Result<(tonic_health::server::HealthReporter, Router), BuildError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET);
+    let reflection_v1 = reflection
+        .build_v1()
+        .map_err(|e| fail("gRPC reflection")(&e))?;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET);
+    let reflection_v1alpha = reflection
+        .build_v1alpha()
+        .map_err(|e| fail("gRPC reflection")(&e))?;
+    let router = tonic::service::Routes::new(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .into_axum_router()
+        .layer(middleware::from_fn_with_state(edge.clone(), edge::edge));
+    Ok((health, router))
 }
 
 /// The configuration every API route shares.
@@ -336,6 +405,7 @@ impl Guardrails {
             .page_size(20, 100)
             .map_err(|e| fail("page size")(&e))?
             .catalog(problems.catalog().clone())
+            .responder(problems.responder().clone())
             // A cursor is bound to the listing and to the tenant it was issued to.
             .query_fingerprint(|parts| {
                 QueryFingerprint::builder()
@@ -355,7 +425,8 @@ impl Guardrails {
             .successor_version(Link::new(UriRef::from_static("/v2/orders")))
             .deprecation_link(Link::new(UriRef::from_static("/openapi.yaml")))
             .gone_after_sunset(true)
-            .catalog(problems.catalog().clone());
+            .catalog(problems.catalog().clone())
+            .responder(problems.responder().clone());
         Ok(Guardrails {
             keys: ApiKeys::from_list(&config.api_keys),
             paginator,
@@ -366,17 +437,24 @@ impl Guardrails {
         })
     }
 
-    /// The authenticated API, both versions, with the guardrails when `stores` is given.
-    fn api<I, R>(&self, state: &AppState, edge: &EdgeState, stores: Option<(I, R)>) -> Router
+    /// The authenticated API, both REST versions and gRPC, with the guardrails when `stores`
+    /// is given: one rate-limit layer for all three, so one budget per tenant.
+    fn api<I, R>(
+        &self,
+        state: &AppState,
+        edge: &EdgeState,
+        stores: Option<(I, R)>,
+    ) -> (Router, Router)
     where
-        I: IdempotencyStore + 'static,
+        I: IdempotencyStore + Clone + 'static,
         R: RateLimitStore + Send + Sync + 'static,
         RateLimitLayer<R>: Clone,
     {
-        let (idempotency, limit) = match stores {
-            None => (None, None),
+        let (idempotency, grpc_idempotency, limit) = match stores {
+            None => (None, None, None),
             Some((idempotency, ratelimit)) => (
-                Some(self.idempotency(state, idempotency)),
+                Some(self.idempotency(state, idempotency.clone(), Protocol::Http)),
+                Some(self.idempotency(state, idempotency, Protocol::Grpc)),
                 Some(self.rate_limit(state, ratelimit)),
             ),
         };
@@ -404,7 +482,38 @@ impl Guardrails {
                 observe::count_deprecated_call("v1", phase);
             },
         ));
-        v1.merge(version(ApiVersion::V2))
+        let rest = v1.merge(version(ApiVersion::V2));
+        let mut grpc = self.grpc_routes(state, grpc_idempotency);
+        if let Some(limit) = &limit {
+            grpc = grpc.layer(limit.clone());
+        }
+        let grpc = grpc
+            .layer(auth)
+            .layer(middleware::from_fn_with_state(edge.clone(), edge::edge));
+        (rest, grpc)
+    }
+
+    /// `orders.v1.OrderService`, with idempotency on `CreateOrder`.
+    fn grpc_routes<I: IdempotencyStore + 'static>(
+        &self,
+        state: &AppState,
+        idempotency: Option<IdempotencyLayer<I>>,
+    ) -> Router {
+        let dedupe = idempotency.is_some();
+        let server = grpc::OrderService::new(
+            state.db.clone(),
+            state.problems.clone(),
+            self.paginator.clone(),
+            dedupe,
+        )
+        .server(self.max_body);
+        let methods = Router::new().route_service(grpc::METHODS_PATH, server.clone());
+        match idempotency {
+            Some(layer) => {
+                methods.route_service(grpc::CREATE_ORDER_PATH, tower::Layer::layer(&layer, server))
+            }
+            None => methods,
+        }
     }
 
     /// One version's routes, with idempotency on the POST handlers and cursors on the lists.
@@ -434,15 +543,34 @@ impl Guardrails {
             .with_state(state.clone())
     }
 
-    fn idempotency<I: IdempotencyStore>(&self, state: &AppState, store: I) -> IdempotencyLayer<I> {
-        IdempotencyLayer::new(
-            store,
-            Scope::from_fn(|parts| Tenant::of_request(parts).map(|t| t.as_str().to_owned())),
-        )
-        .require_key()
-        .lease(self.lease)
-        .max_request_body(self.max_body)
-        .catalog(state.problems.catalog().clone())
+    /// The idempotency layer of one protocol. Its records are scoped to the tenant and the
+    /// protocol: a stored REST answer cannot answer a gRPC call (the orders table dedupes
+    /// creates across protocols). REST requires the key; gRPC takes it from the metadata or
+    /// the handler from `request_id`.
+    fn idempotency<I: IdempotencyStore>(
+        &self,
+        state: &AppState,
+        store: I,
+        protocol: Protocol,
+    ) -> IdempotencyLayer<I> {
+        let layer = match protocol {
+            Protocol::Grpc => IdempotencyLayer::new(
+                store,
+                Scope::from_fn(|parts| {
+                    Tenant::of_request(parts).map(|t| format!("{}/grpc", t.as_str()))
+                }),
+            ),
+            _ => IdempotencyLayer::new(
+                store,
+                Scope::from_fn(|parts| Tenant::of_request(parts).map(|t| t.as_str().to_owned())),
+            )
+            .require_key(),
+        };
+        layer
+            .lease(self.lease)
+            .max_request_body(self.max_body)
+            .catalog(state.problems.catalog().clone())
+            .responder(state.problems.responder().clone())
     }
 
     fn rate_limit<R>(&self, state: &AppState, store: R) -> RateLimitLayer<R>
@@ -459,6 +587,7 @@ impl Guardrails {
         )
         .expect("one valid policy")
         .catalog(state.problems.catalog().clone())
+        .responder(state.problems.responder().clone())
         .on_decision(observe::count_decision)
     }
 }
@@ -524,6 +653,54 @@ async fn health() -> Json<serde_json::Value> {
 /// `GET /ready`: the database and Redis or the Redis Cluster (when configured) answer, each within
 /// [`READY_TIMEOUT`].
 async fn ready(State(app): State<AppState>) -> Response {
+    let failures = unready(&app).await;
+    if failures.is_empty() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        let detail = format!("Not reachable: {}.", failures.join(", "));
+        app.problems
+            .reject(app.problems.unavailable(NOT_READY, detail), Protocol::Http)
+    }
+}
+
+/// How often `grpc.health.v1` is brought in step with the dependencies.
+pub const HEALTH_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets `grpc.health.v1`'s status of the whole server (`""`) and of `orders.v1.OrderService`
+/// from the probes `/ready` runs, every [`HEALTH_EVERY`] (each probe bounded by
+/// [`READY_TIMEOUT`]); stops when dropped.
+#[derive(Debug)]
+struct HealthProbe(tokio::task::JoinHandle<()>);
+
+impl HealthProbe {
+    fn spawn(app: AppState, health: tonic_health::server::HealthReporter) -> Self {
+        HealthProbe(tokio::spawn(async move {
+            let mut every = tokio::time::interval(HEALTH_EVERY);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let status = if unready(&app).await.is_empty() {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                health.set_service_status("", status).await;
+                health
+                    .set_service_status("orders.v1.OrderService", status)
+                    .await;
+            }
+        }))
+    }
+}
+
+impl Drop for HealthProbe {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The dependencies that do not answer within [`READY_TIMEOUT`] each.
+async fn unready(app: &AppState) -> Vec<&'static str> {
     let mut failures = Vec::new();
     if !answers("database", app.db.ping()).await {
         failures.push("database");
@@ -543,12 +720,7 @@ async fn ready(State(app): State<AppState>) -> Response {
     if !redis_answers {
         failures.push("redis");
     }
-    if failures.is_empty() {
-        Json(json!({ "status": "ready" })).into_response()
-    } else {
-        let detail = format!("Not reachable: {}.", failures.join(", "));
-        app.problems.unavailable(NOT_READY, detail)
-    }
+    failures
 }
 
 /// Whether a readiness probe succeeds within [`READY_TIMEOUT`]; logs why not.

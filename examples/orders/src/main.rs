@@ -34,27 +34,59 @@ async fn main() {
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let app = App::build(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let grpc_listener = match config.grpc_listen {
+        Some(address) => Some(tokio::net::TcpListener::bind(address).await?),
+        None => None,
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
+        grpc_listen = grpc_listener.as_ref().and_then(|l| l.local_addr().ok()).map(|a| a.to_string()),
         database = ?app.database().backend(),
         stores = if config.redis.is_some() { "redis" } else { "memory" },
         guardrails = !config.demo_disable_guardrails,
         "orders listening"
     );
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
-    let shutdown = async move {
+    // One signal stops both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!(
             ?grace,
             "shutting down: no new connections, finishing requests in flight"
         );
+        let _ = stop.send(true);
+    });
+    let shutdown = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
     };
     // The grace period bounds the whole exit: draining connections, then closing the pool,
     // which keeps its own share (a second, or half of a shorter grace) so slow connections
     // cannot starve a clean close.
     let close_budget = Duration::from_secs(1).min(grace / 2);
     let drain = grace.saturating_sub(close_budget);
-    orders::serve::serve(listener, app.router(), &config.limits, shutdown, drain).await?;
+    let rest = orders::serve::serve(
+        listener,
+        app.router(),
+        &config.limits,
+        shutdown(stopped.clone()),
+        drain,
+    );
+    match grpc_listener {
+        None => rest.await?,
+        Some(grpc_listener) => {
+            let grpc = orders::serve::serve(
+                grpc_listener,
+                app.grpc_router(),
+                &config.limits,
+                shutdown(stopped),
+                drain,
+            );
+            let (rest, grpc) = tokio::join!(rest, grpc);
+            rest?;
+            grpc?;
+        }
+    }
     if tokio::time::timeout(close_budget, app.database().close())
         .await
         .is_err()

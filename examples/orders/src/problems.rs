@@ -10,10 +10,11 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Path;
 use axum::response::{Html, IntoResponse, Response};
-use http::header::{CONNECTION, RETRY_AFTER as RETRY_AFTER_HEADER};
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::header::CONNECTION;
+use http::{HeaderValue, StatusCode};
 use tower_problem_details::{
-    Problem, ProblemCatalog, ProblemKind, UriRef, ValidationErrors, retry_after_seconds,
+    GrpcCode, Problem, ProblemCatalog, ProblemKind, Protocol, Rejection, Responder, UriRef,
+    ValidationErrors,
 };
 
 use crate::db::{DbError, Failure, failure};
@@ -126,16 +127,47 @@ pub const NOT_READY: &str = "not-ready";
 /// [`retry_after_seconds`] rounds it).
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Builds every problem of the service.
-#[derive(Clone, Debug, Default)]
+/// The `ErrorInfo.domain` of every gRPC rejection the service sends (AIP-193: a globally
+/// unique name the service owns).
+pub const GRPC_DOMAIN: &str = "orders.api-guardrails.dev";
+
+/// Builds every problem of the service, and renders it for the protocol of the request: as
+/// `application/problem+json` on HTTP and as a `grpc-status` with `google.rpc.Status` details
+/// on gRPC.
+#[derive(Clone, Debug)]
 pub struct Problems {
     catalog: ProblemCatalog,
+    responder: Responder,
+}
+
+impl Default for Problems {
+    fn default() -> Self {
+        Problems {
+            catalog: ProblemCatalog::default(),
+            responder: Responder::standard(GRPC_DOMAIN),
+        }
+    }
 }
 
 impl Problems {
     /// The shared catalog, for the guardrail layers.
     pub fn catalog(&self) -> &ProblemCatalog {
         &self.catalog
+    }
+
+    /// The one responder every guardrail layer renders its rejections with.
+    pub fn responder(&self) -> &Responder {
+        &self.responder
+    }
+
+    /// `rejection`, rendered for `protocol`.
+    pub fn reject(&self, rejection: Rejection, protocol: Protocol) -> Response {
+        self.responder.respond(rejection, protocol).map(Body::from)
+    }
+
+    /// A rejection of the catalog's `kind`.
+    pub fn rejection(&self, kind: ProblemKind) -> Rejection {
+        self.catalog.rejection(kind)
     }
 
     /// A problem of the shared catalog.
@@ -154,32 +186,65 @@ impl Problems {
         Problem::new(status).with_type(type_uri).with_title(title)
     }
 
-    /// A 503 of the service's own types, with `Retry-After`.
+    /// A 503 of the service's own types, with `Retry-After` (`RetryInfo` on gRPC).
     pub fn unavailable(
         &self,
         slug: &'static str,
         detail: impl Into<Cow<'static, str>>,
-    ) -> Response {
-        let seconds = retry_after_seconds(RETRY_AFTER);
-        with_header(
-            self.service(slug).with_detail(detail),
-            RETRY_AFTER_HEADER,
-            HeaderValue::from(seconds),
-        )
+    ) -> Rejection {
+        Rejection::new(self.service(slug).with_detail(detail)).with_retry_after(RETRY_AFTER)
     }
 
-    /// 503 `deadline-exceeded`: the request's work was cancelled at its deadline.
-    pub fn deadline_exceeded(&self) -> Response {
-        self.unavailable(
-            DEADLINE_EXCEEDED,
-            "The request did not finish in time and was cancelled.",
-        )
+    /// 503 `deadline-exceeded` (`DEADLINE_EXCEEDED` on gRPC): the request's work was
+    /// cancelled at its deadline.
+    pub fn deadline_exceeded(&self, protocol: Protocol) -> Response {
+        let rejection = self
+            .unavailable(
+                DEADLINE_EXCEEDED,
+                "The request did not finish in time and was cancelled.",
+            )
+            .with_grpc_code(GrpcCode::DeadlineExceeded);
+        self.reject(rejection, protocol)
     }
 
-    /// 408 `request-timeout`, closing the connection (the rest of the body is not read).
-    pub fn request_timeout(&self, detail: &'static str) -> Response {
-        let problem = self.service(REQUEST_TIMEOUT).with_detail(detail);
-        with_header(problem, CONNECTION, HeaderValue::from_static("close"))
+    /// 408 `request-timeout`, closing the connection (the rest of the body is not read); on
+    /// gRPC `DEADLINE_EXCEEDED`, and the stream is reset with the rest of its body unread.
+    pub fn request_timeout(&self, detail: &'static str, protocol: Protocol) -> Response {
+        let rejection = Rejection::new(self.service(REQUEST_TIMEOUT).with_detail(detail));
+        let mut response = self.reject(rejection, protocol);
+        if protocol == Protocol::Http {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
+    /// What a database error means for the request that met it ([`failure`]), logged with
+    /// the request id: 503 `database-unavailable` or `deadline-exceeded`, or 500 `internal`
+    /// (which says nothing of the cause).
+    pub fn database(&self, error: &DbError) -> Rejection {
+        match failure(error) {
+            Failure::Unavailable => {
+                tracing::warn!(%error, "database unavailable");
+                self.unavailable(
+                    DATABASE_UNAVAILABLE,
+                    "The database does not answer; nothing was changed.",
+                )
+            }
+            Failure::Deadline => {
+                tracing::warn!(%error, "database statement cancelled at the deadline");
+                self.unavailable(
+                    DEADLINE_EXCEEDED,
+                    "The request did not finish in time and was cancelled.",
+                )
+                .with_grpc_code(GrpcCode::DeadlineExceeded)
+            }
+            Failure::Internal => {
+                tracing::error!(%error, "database error");
+                self.rejection(ProblemKind::Internal)
+            }
+        }
     }
 
     /// 422 `validation-failed` with the JSON Pointers of what is wrong.
@@ -206,12 +271,6 @@ impl Problems {
     pub fn internal(&self) -> Response {
         self.kind(ProblemKind::Internal).into_response::<Body>()
     }
-}
-
-fn with_header(problem: Problem, name: HeaderName, value: HeaderValue) -> Response {
-    let mut response = problem.into_response::<Body>();
-    response.headers_mut().insert(name, value);
-    response
 }
 
 /// What a handler fails with: a problem, already built, or a database error, answered by what
@@ -242,25 +301,9 @@ impl IntoResponse for ApiError {
             ApiError::Problem(response) => return response,
             ApiError::Database(error) => error,
         };
-        // The request id ties these lines to the problem's `request_id` member.
+        // The request id ties the log line to the problem's `request_id` member.
         let problems = Problems::default();
-        match failure(&error) {
-            Failure::Unavailable => {
-                tracing::warn!(%error, "database unavailable");
-                problems.unavailable(
-                    DATABASE_UNAVAILABLE,
-                    "The database does not answer; nothing was changed.",
-                )
-            }
-            Failure::Deadline => {
-                tracing::warn!(%error, "database statement cancelled at the deadline");
-                problems.deadline_exceeded()
-            }
-            Failure::Internal => {
-                tracing::error!(%error, "database error");
-                problems.internal()
-            }
-        }
+        problems.reject(problems.database(&error), Protocol::Http)
     }
 }
 
