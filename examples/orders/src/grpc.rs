@@ -68,6 +68,28 @@ pub const LIST_ORDERS_PATH: &str = "/orders.v1.OrderService/ListOrders";
 /// The route of every `OrderService` method (`CreateOrder` has one of its own).
 pub const METHODS_PATH: &str = "/orders.v1.OrderService/{method}";
 
+/// Every gRPC method the server has, as it is labelled in metrics and logs.
+const METHODS: &[&str] = &[
+    "/orders.v1.OrderService/GetOrder",
+    "/orders.v1.OrderService/BatchGetOrders",
+    LIST_ORDERS_PATH,
+    CREATE_ORDER_PATH,
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The label of a gRPC request path: one of the server's methods, or `unmatched` (a fixed set,
+/// whatever path a client sends).
+pub fn method_label(path: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|method| **method == path)
+        .copied()
+        .unwrap_or("unmatched")
+}
+
 /// The most names one `BatchGetOrders` call may ask for.
 pub const MAX_BATCH: usize = 100;
 

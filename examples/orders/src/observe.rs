@@ -5,8 +5,8 @@
 //!
 //! | name | type | labels |
 //! |---|---|---|
-//! | `orders_http_requests_total` | counter | `route`, `method`, `status` |
-//! | `orders_http_request_duration_seconds` | histogram | `route` |
+//! | `orders_http_requests_total` | counter | `protocol`, `route`, `method`, `status` |
+//! | `orders_http_request_duration_seconds` | histogram | `protocol`, `route` |
 //! | `orders_ratelimit_decisions_total` | counter | `decision` |
 //! | `orders_idempotency_outcomes_total` | counter | `outcome`, `reason` |
 //! | `orders_deprecated_calls_total` | counter | `version`, `phase` |
@@ -15,22 +15,29 @@
 //! | `orders_redis_breaker_transitions_total` | counter | `to` (`open`, `half_open`, `closed`) |
 //! | `orders_redis_breaker_open` | gauge | |
 //!
-//! Every label takes its values from a fixed set: `route` is the matched route template (or
-//! `unmatched`), `method` one of RFC 9110's methods or `other`, `status` a status code. Every
+//! Every label takes its values from a fixed set: `protocol` is `http` or `grpc`, `route` the
+//! matched route template or, on gRPC, the method's path (of the service's own methods; or
+//! `unmatched`), `method` one of RFC 9110's methods or `other`, `status` a status code (on
+//! gRPC, the code's HTTP equivalent; the access log also gives `grpc_status`). Every
 //! access-log field is bounded too: the request id is the problem layer's (at most 200
 //! visible ASCII characters), the tenant a fixed-length hash; nothing the client chose
 //! freely (a method, a path, a header) is logged verbatim.
 
+use std::pin::Pin;
 use std::sync::OnceLock;
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
+use bytes::Bytes;
 use guardrail_store::{BreakerState, Transition};
+use http_body::Frame;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower_idempotency::{IdempotencyOutcome, IdempotencyRejection};
-use tower_problem_details::RequestId;
+use tower_problem_details::{GRPC_STATUS, GrpcCode, Protocol, RequestId};
 use tower_ratelimit::{DecisionEvent, Decisions, RateLimitRejection, Verdict};
 use tower_sunset::Phase;
 
@@ -62,11 +69,11 @@ pub const BREAKER_OPEN: &str = "orders_redis_breaker_open";
 const DESCRIPTIONS: &[(&str, &str)] = &[
     (
         HTTP_REQUESTS,
-        "HTTP requests answered, by route template, method and status.",
+        "Requests answered, HTTP and gRPC, by protocol, route, method and status (a gRPC code's HTTP equivalent).",
     ),
     (
         HTTP_DURATION,
-        "Time to answer an HTTP request, by route template, in seconds.",
+        "Time to answer a request, by protocol and route, in seconds (gRPC: until its status).",
     ),
     (RATELIMIT_DECISIONS, "Rate-limit decisions, by decision."),
     (
@@ -155,13 +162,19 @@ pub fn count_connection(reason: &'static str) {
 }
 
 /// Middleware, just inside the problem layer: counts and times every request and writes
-/// its access log line.
+/// its access log line. An HTTP request is recorded when its response head is ready; a gRPC
+/// call when its status is known: at once for a Trailers-Only answer, else when the response
+/// body ends with its trailers (or is dropped: `CANCELLED`).
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let protocol = Protocol::of(request.headers());
+    let route = match protocol {
+        Protocol::Grpc => crate::grpc::method_label(request.uri().path()).to_owned(),
+        _ => request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned()),
+    };
     let method = method_label(request.method());
     let request_id = request
         .extensions()
@@ -171,8 +184,6 @@ pub async fn observe(request: Request, next: Next) -> Response {
 
     let response = next.run(request).await;
 
-    let latency = started.elapsed();
-    let status = response.status().as_u16();
     let extensions = response.extensions();
     let (idempotency, reason) = idempotency_labels(
         extensions.get::<IdempotencyOutcome>(),
@@ -185,29 +196,149 @@ pub async fn observe(request: Request, next: Next) -> Response {
     } else {
         "none"
     };
-    let tenant = extensions.get::<Tenant>().map_or("", Tenant::as_str);
-
-    metrics::counter!(HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route.clone()).record(latency.as_secs_f64());
-    if idempotency != "none" {
-        metrics::counter!(IDEMPOTENCY_OUTCOMES, "outcome" => idempotency, "reason" => reason)
-            .increment(1);
-    }
-    tracing::info!(
-        target: "orders::access",
-        request_id,
-        method,
+    let record = Record {
+        started,
+        protocol,
         route,
-        status,
-        latency_ms = duration_ms(latency),
-        tenant,
+        method,
+        request_id,
+        tenant: extensions.get::<Tenant>().cloned(),
         idempotency,
-        idempotency_reason = reason,
+        reason,
         ratelimit,
-        "request"
-    );
-    response
+    };
+    if protocol != Protocol::Grpc {
+        record.write(response.status(), None);
+        return response;
+    }
+    if let Some(code) = response
+        .headers()
+        .get(GRPC_STATUS)
+        .map(GrpcCode::from_header)
+    {
+        record.write(response.status(), Some(code.unwrap_or(GrpcCode::Unknown)));
+        return response;
+    }
+    let status = response.status();
+    response.map(|body| Body::new(GrpcObserved::new(body, record, status)))
+}
+
+/// What the access log and the metrics say of one request, once its status is known.
+struct Record {
+    started: Instant,
+    protocol: Protocol,
+    route: String,
+    method: &'static str,
+    request_id: String,
+    tenant: Option<Tenant>,
+    idempotency: &'static str,
+    reason: &'static str,
+    ratelimit: &'static str,
+}
+
+impl Record {
+    /// Counts, times and logs the request. A gRPC call's `status` label is its code's HTTP
+    /// equivalent (`google/rpc/code.proto`), so one `status=~"5.."` covers both protocols.
+    fn write(self, http_status: http::StatusCode, grpc: Option<GrpcCode>) {
+        let latency = self.started.elapsed();
+        let status = grpc.map_or(http_status, GrpcCode::http_status).as_u16();
+        let protocol = match self.protocol {
+            Protocol::Grpc => "grpc",
+            _ => "http",
+        };
+        let route = self.route;
+        metrics::counter!(HTTP_REQUESTS, "protocol" => protocol, "route" => route.clone(), "method" => self.method, "status" => status.to_string())
+            .increment(1);
+        metrics::histogram!(HTTP_DURATION, "protocol" => protocol, "route" => route.clone())
+            .record(latency.as_secs_f64());
+        if self.idempotency != "none" {
+            metrics::counter!(IDEMPOTENCY_OUTCOMES, "outcome" => self.idempotency, "reason" => self.reason)
+                .increment(1);
+        }
+        tracing::info!(
+            target: "orders::access",
+            request_id = self.request_id,
+            protocol,
+            method = self.method,
+            route,
+            status,
+            grpc_status = grpc.map(GrpcCode::name),
+            latency_ms = duration_ms(latency),
+            tenant = self.tenant.as_ref().map_or("", Tenant::as_str),
+            idempotency = self.idempotency,
+            idempotency_reason = self.reason,
+            ratelimit = self.ratelimit,
+            "request"
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A gRPC response body that writes its call's [`Record`] when the status arrives in the
+    /// trailers, when the body ends without one (`UNKNOWN`, as a client reads it) or when it
+    /// is dropped unfinished (`CANCELLED`).
+    struct GrpcObserved {
+        #[pin]
+        inner: Body,
+        record: Option<Record>,
+        status: http::StatusCode,
+    }
+
+    impl PinnedDrop for GrpcObserved {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(record) = this.record.take() {
+                record.write(*this.status, Some(GrpcCode::Cancelled));
+            }
+        }
+    }
+}
+
+impl GrpcObserved {
+    fn new(inner: Body, record: Record, status: http::StatusCode) -> Self {
+        GrpcObserved {
+            inner,
+            record: Some(record),
+            status,
+        }
+    }
+}
+
+impl http_body::Body for GrpcObserved {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        let polled = ready!(this.inner.poll_frame(cx));
+        let code = match &polled {
+            Some(Ok(frame)) => frame.trailers_ref().map(|trailers| {
+                trailers
+                    .get(GRPC_STATUS)
+                    .and_then(GrpcCode::from_header)
+                    .unwrap_or(GrpcCode::Unknown)
+            }),
+            Some(Err(_)) => Some(GrpcCode::Cancelled),
+            None => Some(GrpcCode::Unknown),
+        };
+        if let Some(code) = code
+            && let Some(record) = this.record.take()
+        {
+            record.write(*this.status, Some(code));
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Counts one state change of the Redis circuit breaker (its `on_transition` hook).

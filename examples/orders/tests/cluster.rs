@@ -3,7 +3,8 @@
 //! creates exactly one order per key, a cursor from one instance works on the others, and the
 //! rate limit is global, not per instance); one killed with SIGKILL in the middle of a create
 //! (its retry on another instance gets 409 during the lease and one order after it); and a
-//! replay that survives a restart on the embedded default (SQLite).
+//! replay that survives a restart on the embedded default (SQLite). The three instances also
+//! serve gRPC, and the same holds across protocols and instances.
 //!
 //! PostgreSQL: `ORDERS_TEST_POSTGRES_URL`, else `postgres://postgres@127.0.0.1:5432/postgres`;
 //! the test creates (and drops) a database of its own there. Redis: found or started by
@@ -28,6 +29,8 @@ const BURST: u64 = 40;
 struct Instance {
     child: Child,
     url: String,
+    /// Its `--grpc-listen` endpoint.
+    grpc: String,
 }
 
 impl Drop for Instance {
@@ -47,6 +50,7 @@ fn free_port() -> u16 {
 /// An instance on `database`, with `args` besides.
 fn start_with(database: &str, args: &[&str]) -> Instance {
     let port = free_port();
+    let grpc_port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
     // The developer's own `ORDERS_*` settings must not configure the instances.
     for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("ORDERS_")) {
@@ -54,6 +58,7 @@ fn start_with(database: &str, args: &[&str]) -> Instance {
     }
     let child = command
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
         .args(["--database", database])
         .args(args)
         .args(["--cursor-secret", CURSOR_SECRET])
@@ -67,6 +72,7 @@ fn start_with(database: &str, args: &[&str]) -> Instance {
     Instance {
         child,
         url: format!("http://127.0.0.1:{port}"),
+        grpc: format!("http://127.0.0.1:{grpc_port}"),
     }
 }
 
@@ -255,8 +261,137 @@ async fn three_instances_share_everything(test: &str, args: &[&str]) {
     assert!(refused > 0);
     assert_eq!(statuses.len(), refused + admitted);
 
+    grpc_across_instances(&instances, &client).await;
+
     drop(instances);
     db.drop_database().await;
+}
+
+/// A gRPC request with `api_key` as its bearer credentials.
+fn authorized<T>(message: T, api_key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {api_key}").parse().expect("ASCII");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// gRPC on every instance: a create retried on the others (by gRPC and by REST) is one order,
+/// a page token from one instance pages on the others, and gRPC and REST calls spread over
+/// the instances spend one rate-limit budget.
+async fn grpc_across_instances(instances: &[Instance], client: &HttpClient) {
+    use orders::grpc::pb;
+    use orders::grpc::pb::order_service_client::OrderServiceClient;
+
+    let mut clients = Vec::new();
+    for instance in instances {
+        let channel = tonic::transport::Channel::from_shared(instance.grpc.clone())
+            .expect("a URI")
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .expect("the gRPC listener answers");
+        clients.push(OrderServiceClient::new(channel));
+    }
+    let api_key = orders_storm::fresh_api_key();
+    let call = |message| authorized(message, &api_key);
+    let list_call = |message| authorized(message, &api_key);
+    let order = pb::Order {
+        customer_id: "cus_7".into(),
+        items: vec![pb::LineItem {
+            sku: "tea".into(),
+            quantity: 3,
+            unit_price: Some(pb::Money {
+                amount: 700,
+                currency: "eur".into(),
+            }),
+        }],
+        ..pb::Order::default()
+    };
+    let create = || pb::CreateOrderRequest {
+        order: Some(order.clone()),
+        request_id: "cluster-request-1".into(),
+    };
+    let mut names = Vec::new();
+    for grpc in &mut clients {
+        let created = grpc.create_order(call(create())).await.expect("created");
+        names.push(created.into_inner().name);
+    }
+    let body = r#"{"customer_id": "cus_7", "items": [{"sku": "tea", "quantity": 3,
+        "unit_price": {"amount": 700, "currency": "eur"}}]}"#;
+    let url = format!("{}/v2/orders", instances[2].url);
+    let (status, _, _, rest) = post(client, &url, &api_key, "cluster-request-1", body).await;
+    assert_eq!(status, StatusCode::CREATED, "{rest}");
+    names.push(format!("orders/{}", rest["id"].as_str().expect("an id")));
+    names.dedup();
+    assert_eq!(names.len(), 1, "one order on every instance: {names:?}");
+
+    // More orders, then a page token from instance 0 read on the others.
+    for n in 0..4 {
+        let mut request = create();
+        request.request_id = format!("cluster-request-more-{n}");
+        clients[n % 3]
+            .create_order(call(request))
+            .await
+            .expect("created");
+    }
+    let list = |token: &str| pb::ListOrdersRequest {
+        page_size: 2,
+        page_token: token.to_owned(),
+    };
+    let first = clients[0]
+        .list_orders(list_call(list("")))
+        .await
+        .expect("a page")
+        .into_inner();
+    assert!(!first.next_page_token.is_empty());
+    let mut pages = Vec::new();
+    for grpc in &mut clients {
+        let page = grpc
+            .list_orders(list_call(list(&first.next_page_token)))
+            .await
+            .expect("the token pages on every instance")
+            .into_inner();
+        pages.push(page.orders);
+    }
+    assert!(pages.iter().all(|page| *page == pages[0]));
+    assert_eq!(pages[0].len(), 2);
+
+    // One budget across instances and protocols: 3 × BURST calls at once, alternating gRPC
+    // and REST over the instances, admit BURST plus what refills meanwhile.
+    let limited_key = orders_storm::fresh_api_key();
+    let started = Instant::now();
+    let sends = (0..3 * BURST).map(|n| {
+        let index = usize::try_from(n).expect("small") % instances.len();
+        let url = format!("{}/v2/orders?limit=1", instances[index].url);
+        let (client, key) = (client.clone(), limited_key.clone());
+        let mut grpc = clients[index].clone();
+        async move {
+            if n % 2 == 0 {
+                return get(&client, &url, &key).await.0 == StatusCode::OK;
+            }
+            let request = authorized(pb::ListOrdersRequest::default(), &key);
+            match grpc.list_orders(request).await {
+                Ok(_) => true,
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                    false
+                }
+            }
+        }
+    });
+    let admitted = futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .filter(|admitted| *admitted)
+        .count();
+    let refilled =
+        u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) * PER_SECOND / 1000;
+    let bound = usize::try_from(BURST + refilled + 1).expect("small");
+    assert!(
+        admitted <= bound,
+        "admitted {admitted} > {bound}: the budget is not shared"
+    );
+    assert!(admitted >= usize::try_from(BURST).expect("small") / 2);
 }
 
 /// On the embedded default (a SQLite file, no Redis) the idempotency records are in the file:

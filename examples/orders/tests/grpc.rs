@@ -325,6 +325,32 @@ async fn every_method_over_a_real_socket() {
         "{errors}"
     );
     assert_eq!(running.orders_of(KEY).await, 2);
+
+    // The same metrics as REST, with a `protocol` label, a method's path for `route`, and the
+    // code's HTTP equivalent for `status` (NOT_FOUND: 404; OK, read from the trailers: 200).
+    let request = http::Request::get(format!("{}/metrics", running.rest));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let response = client
+        .request(request.body(Full::default()).expect("a request"))
+        .await
+        .expect("metrics");
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    let series = |status: &str| {
+        text.lines().any(|line| {
+            line.starts_with("orders_http_requests_total{")
+                && line.contains("protocol=\"grpc\"")
+                && line.contains("route=\"/orders.v1.OrderService/GetOrder\"")
+                && line.contains(&format!("status=\"{status}\""))
+        })
+    };
+    assert!(series("404") && series("200"), "{text}");
 }
 
 #[tokio::test]
