@@ -7,6 +7,7 @@
 //! than one order is a duplicate.
 
 mod chart;
+pub mod protocols;
 mod report;
 
 use std::sync::Arc;
