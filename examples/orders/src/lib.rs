@@ -25,6 +25,14 @@
 //! | [`IdempotencyLayer`] (POSTs) | inside the rate limit, so a refused request never claims a key; just outside the handler, so the stored response is exactly what the handler said |
 //! | [`CursorLayer`] (`GET` lists) | validates `limit` and `cursor` into a [`PageRequest`] before the handler |
 //!
+//!
+//! The internal gRPC API ([`grpc`], served by [`App::grpc_router`] on `--grpc-listen`) runs
+//! through the same layers, from the connection to the rate limit, and every one of them
+//! answers a gRPC request in gRPC. There is no sunset layer (`orders.v1` is current); the
+//! idempotency layer sits on `CreateOrder` alone; page tokens are message fields, so the
+//! handler checks them with the same [`Paginator`]. Health checking and reflection sit outside
+//! authentication and the rate limit, as `/health` and `/ready` do.
+//!
 //! [`PageRequest`]: tower_cursor::PageRequest
 
 pub mod auth;

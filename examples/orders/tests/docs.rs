@@ -341,3 +341,33 @@ fn parser_picks_the_linked_column_and_names_row_and_both_values_of_a_difference(
         "only the wrong figure differs (a missing status counts as 0)"
     );
 }
+
+/// The REST-vs-gRPC write-up quotes the script's own output: every row and every column it
+/// shows is the one `grpc-vs-rest.sh` wrote to `docs/grpc-vs-rest-figures.md`, and every
+/// measured row is there, none with a failure.
+#[test]
+fn grpc_vs_rest_write_up_quotes_the_committed_run() {
+    let written = tables(&read("grpc-vs-rest.md"));
+    let measured = tables(&read("grpc-vs-rest-figures.md"));
+    let quoted = find_table(&written, "operation").expect("the figures table");
+    let run = find_table(&measured, "operation").expect("the script's table");
+    let column = |table: &Table, name: &str| {
+        table
+            .header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name:?} in {:?}", table.header))
+    };
+    assert_eq!(quoted.rows.len(), run.rows.len(), "one row per measured cell");
+    let failed = column(run, "failed");
+    for (quoted_row, run_row) in quoted.rows.iter().zip(&run.rows) {
+        assert_eq!(cell(run_row, failed), "0", "a cell with failures: {run_row:?}");
+        for (index, name) in quoted.header.iter().enumerate() {
+            assert_eq!(
+                cell(quoted_row, index),
+                cell(run_row, column(run, name)),
+                "docs/grpc-vs-rest.md, column {name:?}, row {quoted_row:?}"
+            );
+        }
+    }
+}

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use orders_storm::protocols::{Bench, markdown, matrix, run_cell, seed, svg};
+use orders_storm::protocols::{
+    Bench, Cell, Measured, Median, markdown, matrix, run_cell, seed, svg,
+};
 
 /// Seeds 100 orders through REST, then measures every cell of the matrix (each operation,
 /// each transport, each concurrency) and prints one Markdown table.
@@ -38,6 +40,10 @@ struct Args {
     /// Connections of the multiplexed HTTP/2 rows.
     #[arg(long, default_value_t = 2)]
     multiplexed_connections: usize,
+    /// Rounds over the whole matrix; each cell reports its median round (by req/s) and the
+    /// range over all rounds, so a noisy moment of a shared machine moves no figure alone.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Writes the table here too.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -73,13 +79,49 @@ async fn main() -> ExitCode {
 
 async fn run(bench: &Bench, args: &Args) -> Result<(), String> {
     let ids = seed(bench).await?;
-    let mut results = Vec::new();
-    for cell in matrix(bench) {
-        let measured = run_cell(bench, cell, &ids).await?;
+    let cells = matrix(bench);
+    let mut rounds: Vec<Vec<Measured>> = vec![Vec::new(); cells.len()];
+    for round in 0..args.rounds.max(1) {
+        for (index, cell) in cells.iter().enumerate() {
+            let measured = measure(bench, *cell, &ids, round).await?;
+            rounds[index].push(measured);
+        }
+    }
+    let results: Vec<Median> = rounds.into_iter().map(Median::of).collect();
+    let table = markdown(&results);
+    #[allow(clippy::print_stdout)] // The table is the program's output.
+    {
+        println!("{table}");
+    }
+    if let Some(path) = &args.report {
+        std::fs::write(path, &table).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.chart {
+        let chart = svg("orders: REST vs gRPC, guardrails on", &results);
+        std::fs::write(path, chart).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    let failed = results
+        .iter()
+        .any(|m| m.runs.iter().any(|r| r.failures > 0 || r.requests == 0));
+    if failed {
+        return Err("some requests failed: the figures above are not comparable".to_owned());
+    }
+    Ok(())
+}
+
+async fn measure(
+    bench: &Bench,
+    cell: Cell,
+    ids: &[String],
+    round: usize,
+) -> Result<Measured, String> {
+    {
+        let measured = run_cell(bench, cell, ids).await?;
         #[allow(clippy::print_stderr)] // Progress, apart from the table on stdout.
         {
             eprintln!(
-                "{} / {} / {}×{}: {:.0} req/s, {} failed{}",
+                "round {} {} / {} / {}×{}: {:.0} req/s, {} failed{}",
+                round + 1,
                 cell.operation.label(),
                 cell.transport.label(),
                 cell.connections,
@@ -93,22 +135,6 @@ async fn run(bench: &Bench, args: &Args) -> Result<(), String> {
                     .unwrap_or_default()
             );
         }
-        results.push(measured);
+        Ok(measured)
     }
-    let table = markdown(&results);
-    #[allow(clippy::print_stdout)] // The table is the program's output.
-    {
-        println!("{table}");
-    }
-    if let Some(path) = &args.report {
-        std::fs::write(path, &table).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    if let Some(path) = &args.chart {
-        let chart = svg("orders: REST vs gRPC, guardrails on", &results);
-        std::fs::write(path, chart).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    if results.iter().any(|m| m.failures > 0 || m.requests == 0) {
-        return Err("some requests failed: the figures above are not comparable".to_owned());
-    }
-    Ok(())
 }

@@ -123,6 +123,36 @@ impl Measured {
     }
 }
 
+/// A cell's median round, by requests per second, with every round it ran.
+#[derive(Clone, Debug)]
+pub struct Median {
+    /// The median round: every figure of a row comes from the same round.
+    pub median: Measured,
+    /// Every round, in the order they ran.
+    pub runs: Vec<Measured>,
+}
+
+impl Median {
+    /// The median of `runs` (at least one).
+    ///
+    /// # Panics
+    ///
+    /// When `runs` is empty.
+    pub fn of(runs: Vec<Measured>) -> Self {
+        let mut sorted = runs.clone();
+        sorted.sort_by(|a, b| a.per_second().total_cmp(&b.per_second()));
+        let median = sorted[sorted.len() / 2].clone();
+        Median { median, runs }
+    }
+
+    /// The lowest and highest requests per second over the rounds.
+    pub fn range(&self) -> (f64, f64) {
+        let rates = self.runs.iter().map(Measured::per_second);
+        let low = rates.clone().fold(f64::INFINITY, f64::min);
+        (low, rates.fold(0.0, f64::max))
+    }
+}
+
 /// The benchmark's settings.
 #[derive(Clone, Debug)]
 pub struct Bench {

@@ -2,33 +2,38 @@
 
 use std::fmt::Write;
 
-use super::{Measured, Operation, Transport};
+use super::{Median, Operation, Transport};
 
-/// One Markdown table of every cell, in the order they ran.
-pub fn markdown(results: &[Measured]) -> String {
-    let mut out = String::from(
-        "| operation | protocol | connections × streams each | req/s | p50 ms | p99 ms | \
-         server CPU µs/req | client CPU µs/req | bytes/req | failed |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+/// One Markdown table of every cell, in the order they ran: the median round's figures, and
+/// the range of requests per second over every round.
+pub fn markdown(results: &[Median]) -> String {
+    let rounds = results.first().map_or(0, |r| r.runs.len());
+    let mut out = format!(
+        "| operation | protocol | connections × streams each | req/s | req/s over {rounds} rounds | \
+         p50 ms | p99 ms | server CPU µs/req | client CPU µs/req | bytes/req | failed |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for m in results {
+    for result in results {
+        let m = &result.median;
         let cell = m.cell;
         let streams = cell.concurrency / cell.connections.max(1);
+        let (low, high) = result.range();
+        let failed: u64 = result.runs.iter().map(|r| r.failures).sum();
+        let server = m
+            .server_cpu_us
+            .map_or_else(|| "—".to_owned(), |us| format!("{us:.1}"));
         let _ = writeln!(
             out,
-            "| {} | {} | {} × {} | {:.0} | {:.2} | {:.2} | {} | {:.1} | {:.0} | {} |",
+            "| {} | {} | {} × {streams} | {:.0} | {low:.0}–{high:.0} | {:.2} | {:.2} | {server} \
+             | {:.1} | {:.0} | {failed} |",
             cell.operation.label(),
             cell.transport.label(),
             cell.connections,
-            streams,
             m.per_second(),
             m.p50.as_secs_f64() * 1e3,
             m.p99.as_secs_f64() * 1e3,
-            m.server_cpu_us
-                .map_or_else(|| "—".to_owned(), |us| format!("{us:.1}")),
             m.client_cpu_us,
             m.bytes_per_request,
-            m.failures,
         );
     }
     out
@@ -49,14 +54,15 @@ fn colour(transport: Transport) -> &'static str {
 
 /// Two panels of horizontal bars, one row per cell at the highest concurrency: requests per
 /// second, and server CPU time per request.
-pub fn svg(title: &str, results: &[Measured]) -> String {
+pub fn svg(title: &str, results: &[Median]) -> String {
     let top = results
         .iter()
-        .map(|m| m.cell.concurrency)
+        .map(|m| m.median.cell.concurrency)
         .max()
         .unwrap_or(1);
-    let rows: Vec<&Measured> = results
+    let rows: Vec<_> = results
         .iter()
+        .map(|m| &m.median)
         .filter(|m| m.cell.concurrency == top)
         .collect();
     let panel = (WIDTH - LABEL - 40.0) / 2.0;
