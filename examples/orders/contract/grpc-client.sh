@@ -11,7 +11,7 @@ root="$(cd "$(dirname "$0")/../../.." && pwd)"
 cd "$root"
 binary="${1:-target/debug/orders}"
 venv="target/contract-venv"
-grpcio_version="1.76.0"
+grpcio_version="1.85.1"
 
 if ! "$venv/bin/python" -c "import grpc_tools, grpc_status, grpc; assert grpc.__version__ == '$grpcio_version'" 2>/dev/null; then
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

@@ -59,7 +59,7 @@ with grpc.insecure_channel(target) as channel:
     again = stub.CreateOrder(create, metadata=auth, timeout=5)
     assert again.name == first.name, "a retried request_id places one order"
     second = stub.CreateOrder(
-        orders_pb2.CreateOrderRequest(order=order("coffee", 1), request_id=str(uuid.uuid4())),
+        orders_pb2.CreateOrderRequest(order=order("coffee", 1)),
         metadata=auth + [("idempotency-key", str(uuid.uuid4()))],
         timeout=5,
     )

@@ -124,7 +124,7 @@ pub const METHOD_NOT_ALLOWED: &str = "method-not-allowed";
 pub const NOT_READY: &str = "not-ready";
 
 /// How soon the service's 503s ask to be retried (`Retry-After`, in whole seconds as
-/// [`retry_after_seconds`] rounds it).
+/// [`retry_after_seconds`](tower_problem_details::retry_after_seconds) rounds it).
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The `ErrorInfo.domain` of every gRPC rejection the service sends (AIP-193: a globally

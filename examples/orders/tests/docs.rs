@@ -358,10 +358,18 @@ fn grpc_vs_rest_write_up_quotes_the_committed_run() {
             .position(|h| h == name)
             .unwrap_or_else(|| panic!("no column {name:?} in {:?}", table.header))
     };
-    assert_eq!(quoted.rows.len(), run.rows.len(), "one row per measured cell");
+    assert_eq!(
+        quoted.rows.len(),
+        run.rows.len(),
+        "one row per measured cell"
+    );
     let failed = column(run, "failed");
     for (quoted_row, run_row) in quoted.rows.iter().zip(&run.rows) {
-        assert_eq!(cell(run_row, failed), "0", "a cell with failures: {run_row:?}");
+        assert_eq!(
+            cell(run_row, failed),
+            "0",
+            "a cell with failures: {run_row:?}"
+        );
         for (index, name) in quoted.header.iter().enumerate() {
             assert_eq!(
                 cell(quoted_row, index),
