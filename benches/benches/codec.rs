@@ -4,18 +4,20 @@
 //! Run: `cargo bench -p guardrail-benches --bench codec`.
 //!
 //! `orders_codec_encode`: what the server does for a read answer: the stored order turned
-//! into the protocol's representation and serialized (`ApiVersion::V2.render` then
-//! `serde_json::to_vec`, against `grpc::to_proto` then `encode_to_vec`). `orders_codec_decode`:
-//! what a client does with it (`serde_json::from_slice` into a `Value`, against prost's
-//! `decode`). Both in one run, so the ratio is what the protocols' encodings alone cost; the
-//! end-to-end comparison is `examples/orders/docs/grpc-vs-rest.sh`.
+//! into the protocol's representation and serialized, as the handlers do it
+//! (`ApiVersion::V2.render` then `serde_json::to_vec`, one order bare and 100 in the page
+//! envelope, against `grpc::to_proto` then `encode_to_vec`). `orders_codec_decode`: what a
+//! client does with it, into typed structs on both sides (`orders-protocols`' serde types,
+//! against prost's generated ones). Both in one run, so the ratio is what the protocols'
+//! encodings alone cost; the end-to-end comparison is `examples/orders/docs/grpc-vs-rest.sh`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use orders::grpc::{pb, to_proto};
 use orders::order::{Item, Order, Status};
-use orders::representation::ApiVersion;
+use orders::representation::{ApiVersion, OrderBody};
+use orders_storm::protocols::json;
 use prost::Message;
-use serde_json::Value;
+use serde::Serialize;
 
 fn orders(count: usize) -> Vec<Order> {
     (0..count)
@@ -43,12 +45,32 @@ fn orders(count: usize) -> Vec<Order> {
         .collect()
 }
 
+/// What the handlers serialize: one order as `GET /v2/orders/{id}` writes it, 100 as a page
+/// in the listing's envelope (`data`, `next_cursor`, `has_more`), without an intermediate
+/// `serde_json::Value`.
 fn json(orders: &[Order]) -> Vec<u8> {
-    let rendered: Vec<_> = orders.iter().map(|o| ApiVersion::V2.render(o)).collect();
-    serde_json::to_vec(&serde_json::json!({ "data": rendered })).expect("serializable")
+    #[derive(Serialize)]
+    struct Envelope {
+        data: Vec<OrderBody>,
+        next_cursor: Option<String>,
+        has_more: bool,
+    }
+    if let [order] = orders {
+        return serde_json::to_vec(&ApiVersion::V2.render(order)).expect("serializable");
+    }
+    let page = Envelope {
+        data: orders.iter().map(|o| ApiVersion::V2.render(o)).collect(),
+        next_cursor: None,
+        has_more: false,
+    };
+    serde_json::to_vec(&page).expect("serializable")
 }
 
+/// What the gRPC methods encode: one `Order` (`GetOrder`), or a `ListOrdersResponse` of 100.
 fn proto(orders: &[Order]) -> Vec<u8> {
+    if let [order] = orders {
+        return to_proto(order).encode_to_vec();
+    }
     pb::ListOrdersResponse {
         orders: orders.iter().map(to_proto).collect(),
         next_page_token: String::new(),
@@ -85,11 +107,26 @@ fn decode(c: &mut Criterion) {
             );
         }
         group.throughput(Throughput::Elements(count as u64));
+        // Into typed structs on both sides, as a client decodes (the benchmark's own).
         group.bench_with_input(BenchmarkId::new("json", count), &json, |b, bytes| {
-            b.iter(|| serde_json::from_slice::<Value>(bytes).expect("valid"));
+            b.iter(|| {
+                if count == 1 {
+                    serde_json::from_slice::<json::Order>(bytes).map(|o| o.items.len())
+                } else {
+                    serde_json::from_slice::<json::Page>(bytes).map(|p| p.data.len())
+                }
+                .expect("valid")
+            });
         });
         group.bench_with_input(BenchmarkId::new("protobuf", count), &proto, |b, bytes| {
-            b.iter(|| pb::ListOrdersResponse::decode(bytes.as_slice()).expect("valid"));
+            b.iter(|| {
+                if count == 1 {
+                    pb::Order::decode(bytes.as_slice()).map(|o| o.items.len())
+                } else {
+                    pb::ListOrdersResponse::decode(bytes.as_slice()).map(|r| r.orders.len())
+                }
+                .expect("valid")
+            });
         });
     }
     group.finish();

@@ -9,8 +9,9 @@ use axum::response::Response;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, request::Parts};
 use sha2::{Digest, Sha256};
-use tower_problem_details::{ProblemKind, Protocol, Rejection};
+use tower_problem_details::{ProblemKind, Rejection};
 
+use crate::edge::listener_protocol;
 use crate::order::hex;
 use crate::problems::{AMBIGUOUS_REQUEST, Problems};
 
@@ -93,7 +94,7 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let protocol = Protocol::of(request.headers());
+    let protocol = listener_protocol(&request);
     if request
         .headers()
         .get_all(AUTHORIZATION)

@@ -90,16 +90,34 @@ pub fn method_label(method: &Method) -> &'static str {
         .map_or("other", |(_, label)| label)
 }
 
+/// The protocol of the listener a request arrived on: the REST listener speaks HTTP whatever
+/// `content-type` a client sends, the gRPC listener gRPC (it refuses anything else). Each
+/// router states its own with an `Extension(Protocol)`, read here by the edge, authentication
+/// and the access log.
+pub fn listener_protocol(request: &Request) -> Protocol {
+    request
+        .extensions()
+        .get::<Protocol>()
+        .copied()
+        .unwrap_or_default()
+}
+
+/// On a response: the gRPC client's own `grpc-timeout`, shorter than the service's deadline,
+/// ran out. The client has given up on the call by then; the access log counts it as the
+/// client's (499), not as a server error.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientDeadline;
+
 /// Middleware: the edge (see the module docs).
 pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let protocol = Protocol::of(request.headers());
+    let protocol = listener_protocol(&request);
     // A gRPC client's own deadline, when it is sooner than the service's.
-    let deadline = match protocol {
-        Protocol::Grpc => grpc_timeout(request.headers())
-            .map_or(edge.request_timeout, |t| t.min(edge.request_timeout)),
-        _ => edge.request_timeout,
+    let client_deadline = match protocol {
+        Protocol::Grpc => grpc_timeout(request.headers()).filter(|t| *t < edge.request_timeout),
+        _ => None,
     };
+    let deadline = client_deadline.unwrap_or(edge.request_timeout);
     let expects_continue = request.headers().contains_key(EXPECT);
     let draining = request.extensions().get::<Draining>().cloned();
     let declared = declared_length(&request);
@@ -114,6 +132,15 @@ pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -
                 "The request body was still arriving at the request deadline.",
                 protocol,
             );
+        }
+        Err(_) if client_deadline.is_some() => {
+            tracing::debug!(
+                ?deadline,
+                "the client's grpc-timeout passed; work cancelled"
+            );
+            let mut response = edge.problems.deadline_exceeded(protocol);
+            response.extensions_mut().insert(ClientDeadline);
+            return response;
         }
         Err(_) => {
             tracing::warn!(?deadline, "request deadline exceeded; work cancelled");

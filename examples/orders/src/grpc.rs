@@ -59,6 +59,9 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/orders_descriptor.bin"));
 
+/// The service's full name, as health checking and reflection know it.
+pub const SERVICE_NAME: &str = "orders.v1.OrderService";
+
 /// The gRPC path of `CreateOrder`, the one method behind the idempotency layer.
 pub const CREATE_ORDER_PATH: &str = "/orders.v1.OrderService/CreateOrder";
 
@@ -89,6 +92,15 @@ pub fn method_label(path: &str) -> &'static str {
         .copied()
         .unwrap_or("unmatched")
 }
+
+/// The largest request message any method decodes (capped by `--max-body-bytes`): a
+/// `CreateOrder` of 100 lines with the longest SKUs is about 10 KiB, a batch of 100 names
+/// under 5 KiB. A larger one is tonic's `OUT_OF_RANGE`, before any handler runs.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The most request bytes one reflection stream may send (a reflection request is tens of
+/// bytes): past it the stream fails, so one stream cannot carry requests without end.
+pub const MAX_REFLECTION_STREAM_BYTES: usize = 256 * 1024;
 
 /// The most names one `BatchGetOrders` call may ask for.
 pub const MAX_BATCH: usize = 100;
@@ -146,11 +158,7 @@ impl OrderService {
     }
 
     fn not_found(&self, id: &str) -> Status {
-        self.status(
-            self.problems
-                .rejection(ProblemKind::NotFound)
-                .with_detail(format!("No order {id:?} exists for this API key.")),
-        )
+        self.status(self.problems.order_missing(id))
     }
 
     /// The order id in a resource name `orders/{order_id}`.
@@ -226,6 +234,70 @@ impl OrderService {
 /// an unknown method of a service it has.
 pub async fn unimplemented() -> http::Response<axum::body::Body> {
     Status::unimplemented("No such gRPC service here: see server reflection.").into_http()
+}
+
+/// Middleware on the gRPC listener: a request that is not gRPC (`content-type` other than
+/// `application/grpc…`) is 415 `unsupported-media-type` before anything else runs, as the
+/// gRPC protocol asks, so no guardrail ever sees it as HTTP there.
+pub async fn only_grpc(
+    axum::extract::State(problems): axum::extract::State<Problems>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if Protocol::of(request.headers()) == Protocol::Grpc {
+        return next.run(request).await;
+    }
+    let problem = problems
+        .service(crate::problems::UNSUPPORTED_MEDIA_TYPE)
+        .with_detail("This listener serves gRPC only: send `content-type: application/grpc`.");
+    problems.reject(Rejection::new(problem), Protocol::Http)
+}
+
+/// Server reflection, v1 and v1alpha (older tools), each request stream bounded by
+/// [`MAX_REFLECTION_STREAM_BYTES`].
+///
+/// # Errors
+///
+/// When the descriptor set does not decode (a build bug).
+pub fn reflection_routes() -> Result<axum::Router, tonic_reflection::server::Error> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder()
+        .build_v1()?
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let v1alpha = builder()
+        .build_v1alpha()?
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    // Routed by path as `OrderService` is (tonic's `Routes` brings a fallback of its own,
+    // and a router has one fallback: the listener's).
+    Ok(axum::Router::new()
+        .route_service(&named_route(&v1), v1)
+        .route_service(&named_route(&v1alpha), v1alpha)
+        .layer(axum::middleware::map_request(bounded_stream)))
+}
+
+/// The route of every method of a generated service: `/{package.Service}/{method}`.
+fn named_route<S: tonic::server::NamedService>(_: &S) -> String {
+    format!("/{}/{{method}}", S::NAME)
+}
+
+async fn bounded_stream(request: axum::extract::Request) -> axum::extract::Request {
+    request.map(|body| {
+        axum::body::Body::new(http_body_util::Limited::new(
+            body,
+            MAX_REFLECTION_STREAM_BYTES,
+        ))
+    })
+}
+
+/// `grpc.health.v1`, and the reporter that sets its statuses.
+pub fn health_routes() -> (tonic_health::server::HealthReporter, axum::Router) {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let service = service.max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let routes = axum::Router::new().route_service(&named_route(&service), service);
+    (reporter, routes)
 }
 
 fn validation(problems: &Problems, errors: ValidationErrors, detail: &'static str) -> Rejection {

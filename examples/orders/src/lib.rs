@@ -30,8 +30,10 @@
 //! through the same layers, from the connection to the rate limit, and every one of them
 //! answers a gRPC request in gRPC. There is no sunset layer (`orders.v1` is current); the
 //! idempotency layer sits on `CreateOrder` alone; page tokens are message fields, so the
-//! handler checks them with the same [`Paginator`]. Health checking and reflection sit outside
-//! authentication and the rate limit, as `/health` and `/ready` do.
+//! handler checks them with the same [`Paginator`]. Health checking sits outside
+//! authentication and the rate limit, as `/health` and `/ready` do; reflection inside them.
+//! Each router states its listener's [`Protocol`], so REST stays HTTP whatever `content-type`
+//! a client sends, and the gRPC listener refuses anything but gRPC (415).
 //!
 //! [`PageRequest`]: tower_cursor::PageRequest
 
@@ -48,7 +50,7 @@ pub mod problems;
 pub mod representation;
 pub mod serve;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -233,8 +235,9 @@ fn fail(what: &str) -> impl FnOnce(&dyn std::fmt::Display) -> BuildError + '_ {
 pub struct App {
     services: Services,
     state: AppState,
-    // Keeps `grpc.health.v1` in step with `/ready` for as long as a clone lives.
-    _health: Arc<HealthProbe>,
+    // Keeps `grpc.health.v1` in step with `/ready` for as long as a clone lives, from the
+    // first call of `grpc_router` (no probing for a service nobody serves).
+    health: Arc<OnceLock<HealthProbe>>,
 }
 
 impl App {
@@ -247,11 +250,10 @@ impl App {
     pub async fn build(config: &Config) -> Result<Self, BuildError> {
         let state = AppState::connect(config).await?;
         let services = services(&state)?;
-        let health = HealthProbe::spawn(state.clone(), services.health.clone());
         Ok(App {
             services,
             state,
-            _health: Arc::new(health),
+            health: Arc::default(),
         })
     }
 
@@ -261,9 +263,30 @@ impl App {
     }
 
     /// The gRPC service (`orders.v1.OrderService`, health and reflection), ready for
-    /// [`serve::serve`] on its own listener.
+    /// [`serve::serve_grpc`] on its own listener. The first call starts the task that keeps
+    /// `grpc.health.v1` in step with `/ready` (every [`HEALTH_EVERY`]).
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime (the health task is spawned on it).
     pub fn grpc_router(&self) -> Router {
+        self.health
+            .get_or_init(|| HealthProbe::spawn(self.state.clone(), self.services.health.clone()));
         self.services.grpc.clone()
+    }
+
+    /// Says `NOT_SERVING` on `grpc.health.v1` from now on (shutdown has begun), so balancers
+    /// stop sending calls while the ones in flight finish.
+    pub async fn announce_shutdown(&self) {
+        if let Some(probe) = self.health.get() {
+            probe.0.abort();
+        }
+        for service in ["", grpc::SERVICE_NAME] {
+            self.services
+                .health
+                .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
     }
 
     /// The order store.
@@ -347,42 +370,26 @@ pub fn services(state: &AppState) -> Result<Services, BuildError> {
     let problem_layer = ProblemLayer::new()
         .catalog(state.problems.catalog().clone())
         .responder(state.problems.responder().clone());
+    // Each listener states its protocol: REST is HTTP whatever `content-type` a client sends.
     let rest = api
         .merge(public)
         .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
         .layer(middleware::from_fn(observe::observe))
-        .layer(problem_layer.clone());
-    let (health, grpc_public) = grpc_public(&edge)?;
+        .layer(problem_layer.clone())
+        .layer(Extension(Protocol::Http));
+    // Health checking outside authentication and the rate limit, as `/health` and `/ready`.
+    let (health, health_routes) = grpc::health_routes();
     let grpc = grpc_api
-        .merge(grpc_public)
+        .merge(health_routes.layer(middleware::from_fn_with_state(edge, edge::edge)))
         .fallback(grpc::unimplemented)
+        .layer(middleware::from_fn_with_state(
+            state.problems.clone(),
+            grpc::only_grpc,
+        ))
         .layer(middleware::from_fn(observe::observe))
-        .layer(problem_layer);
+        .layer(problem_layer)
+        .layer(Extension(Protocol::Grpc));
     Ok(Services { rest, grpc, health })
-}
-
-/// The gRPC routes outside authentication and the rate limit, as `/health` and `/ready` are
-/// on REST: health checking and server reflection (v1, and v1alpha for older tools).
-fn grpc_public(
-    edge: &EdgeState,
-) -> Result<(tonic_health::server::HealthReporter, Router), BuildError> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET);
-    let reflection_v1 = reflection
-        .build_v1()
-        .map_err(|e| fail("gRPC reflection")(&e))?;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(grpc::FILE_DESCRIPTOR_SET);
-    let reflection_v1alpha = reflection
-        .build_v1alpha()
-        .map_err(|e| fail("gRPC reflection")(&e))?;
-    let router = tonic::service::Routes::new(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .into_axum_router()
-        .layer(middleware::from_fn_with_state(edge.clone(), edge::edge));
-    Ok((health, router))
 }
 
 /// The configuration every API route shares.
@@ -393,6 +400,7 @@ struct Guardrails {
     v1_sunset: SunsetLayer,
     max_body: usize,
     lease: Duration,
+    reflection: Router,
 }
 
 impl Guardrails {
@@ -442,6 +450,7 @@ impl Guardrails {
             v1_sunset,
             max_body: config.limits.max_body_bytes,
             lease: Duration::from_millis(config.idempotency_lease_ms),
+            reflection: grpc::reflection_routes().map_err(|e| fail("gRPC reflection")(&e))?,
         })
     }
 
@@ -514,8 +523,12 @@ impl Guardrails {
             self.paginator.clone(),
             dedupe,
         )
-        .server(self.max_body);
-        let methods = Router::new().route_service(grpc::METHODS_PATH, server.clone());
+        .server(grpc::MAX_MESSAGE_BYTES.min(self.max_body));
+        // Reflection behind authentication and the rate limit too: stock tools send the
+        // same `authorization` metadata to it (grpcurl's `-H`).
+        let methods = Router::new()
+            .route_service(grpc::METHODS_PATH, server.clone())
+            .merge(self.reflection.clone());
         match idempotency {
             Some(layer) => {
                 methods.route_service(grpc::CREATE_ORDER_PATH, tower::Layer::layer(&layer, server))
@@ -692,10 +705,9 @@ impl HealthProbe {
                 } else {
                     tonic_health::ServingStatus::NotServing
                 };
-                health.set_service_status("", status).await;
-                health
-                    .set_service_status("orders.v1.OrderService", status)
-                    .await;
+                for service in ["", grpc::SERVICE_NAME] {
+                    health.set_service_status(service, status).await;
+                }
             }
         }))
     }

@@ -49,12 +49,14 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     // One signal stops both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let announcing = app.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!(
             ?grace,
             "shutting down: no new connections, finishing requests in flight"
         );
+        announcing.announce_shutdown().await;
         let _ = stop.send(true);
     });
     let shutdown = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
@@ -75,7 +77,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     match grpc_listener {
         None => rest.await?,
         Some(grpc_listener) => {
-            let grpc = orders::serve::serve(
+            let grpc = orders::serve::serve_grpc(
                 grpc_listener,
                 app.grpc_router(),
                 &config.limits,

@@ -18,7 +18,8 @@
 //! Every label takes its values from a fixed set: `protocol` is `http` or `grpc`, `route` the
 //! matched route template or, on gRPC, the method's path (of the service's own methods; or
 //! `unmatched`), `method` one of RFC 9110's methods or `other`, `status` a status code (on
-//! gRPC, the code's HTTP equivalent; the access log also gives `grpc_status`). Every
+//! gRPC, the code's HTTP equivalent, and 499 for a call whose own `grpc-timeout` ran out; the
+//! access log also gives `grpc_status`). Every
 //! access-log field is bounded too: the request id is the problem layer's (at most 200
 //! visible ASCII characters), the tenant a fixed-length hash; nothing the client chose
 //! freely (a method, a path, a header) is logged verbatim.
@@ -42,7 +43,7 @@ use tower_ratelimit::{DecisionEvent, Decisions, RateLimitRejection, Verdict};
 use tower_sunset::Phase;
 
 use crate::auth::Tenant;
-use crate::edge::method_label;
+use crate::edge::{ClientDeadline, listener_protocol, method_label};
 
 /// Requests by route, method and status.
 pub const HTTP_REQUESTS: &str = "orders_http_requests_total";
@@ -167,7 +168,7 @@ pub fn count_connection(reason: &'static str) {
 /// body ends with its trailers (or is dropped: `CANCELLED`).
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let protocol = Protocol::of(request.headers());
+    let protocol = listener_protocol(&request);
     let route = match protocol {
         Protocol::Grpc => crate::grpc::method_label(request.uri().path()).to_owned(),
         _ => request
@@ -197,6 +198,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
         "none"
     };
     let record = Record {
+        client_deadline: extensions.get::<ClientDeadline>().is_some(),
         started,
         protocol,
         route,
@@ -225,6 +227,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
 
 /// What the access log and the metrics say of one request, once its status is known.
 struct Record {
+    client_deadline: bool,
     started: Instant,
     protocol: Protocol,
     route: String,
@@ -238,10 +241,15 @@ struct Record {
 
 impl Record {
     /// Counts, times and logs the request. A gRPC call's `status` label is its code's HTTP
-    /// equivalent (`google/rpc/code.proto`), so one `status=~"5.."` covers both protocols.
+    /// equivalent (`google/rpc/code.proto`), so one `status=~"5.."` covers both protocols;
+    /// a call whose own `grpc-timeout` ran out is the client's 499, not a server's 504.
     fn write(self, http_status: http::StatusCode, grpc: Option<GrpcCode>) {
         let latency = self.started.elapsed();
-        let status = grpc.map_or(http_status, GrpcCode::http_status).as_u16();
+        let status = if self.client_deadline {
+            499
+        } else {
+            grpc.map_or(http_status, GrpcCode::http_status).as_u16()
+        };
         let protocol = match self.protocol {
             Protocol::Grpc => "grpc",
             _ => "http",
@@ -275,8 +283,8 @@ impl Record {
 
 pin_project_lite::pin_project! {
     /// A gRPC response body that writes its call's [`Record`] when the status arrives in the
-    /// trailers, when the body ends without one (`UNKNOWN`, as a client reads it) or when it
-    /// is dropped unfinished (`CANCELLED`).
+    /// trailers, when the body ends without one (`UNKNOWN`, as a client reads it), when it
+    /// fails (`INTERNAL`) or when it is dropped unfinished (`CANCELLED`).
     struct GrpcObserved {
         #[pin]
         inner: Body,
@@ -321,7 +329,8 @@ impl http_body::Body for GrpcObserved {
                     .and_then(GrpcCode::from_header)
                     .unwrap_or(GrpcCode::Unknown)
             }),
-            Some(Err(_)) => Some(GrpcCode::Cancelled),
+            // The server's body failed (a client's reset drops it instead: `CANCELLED`).
+            Some(Err(_)) => Some(GrpcCode::Internal),
             None => Some(GrpcCode::Unknown),
         };
         if let Some(code) = code

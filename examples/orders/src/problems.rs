@@ -258,13 +258,17 @@ impl Problems {
     /// 404 `not-found` for an order id (echoed only when it has an order id's shape, so a
     /// client cannot make the answer as large as its request).
     pub fn order_not_found(&self, id: &str) -> Response {
-        let problem = self.kind(ProblemKind::NotFound);
-        let problem = if crate::order::is_order_id(id) {
-            problem.with_detail(format!("No order {id:?} exists for this API key."))
+        self.reject(self.order_missing(id), Protocol::Http)
+    }
+
+    /// The rejection of [`order_not_found`](Self::order_not_found), for either protocol.
+    pub fn order_missing(&self, id: &str) -> Rejection {
+        let rejection = self.rejection(ProblemKind::NotFound);
+        if crate::order::is_order_id(id) {
+            rejection.with_detail(format!("No order {id:?} exists for this API key."))
         } else {
-            problem.with_detail("No such order: order ids are `ord_` and 32 hex digits.")
-        };
-        problem.into_response::<Body>()
+            rejection.with_detail("No such order: order ids are `ord_` and 32 hex digits.")
+        }
     }
 
     /// 500 `internal`, saying nothing of the cause (which is logged with the request id).

@@ -64,9 +64,37 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> io::Result<()> {
+    serve_with(listener, router, builder(limits), limits, shutdown, grace).await
+}
+
+/// [`serve`] for the gRPC listener: HTTP/2 only (prior knowledge), since gRPC's trailers do
+/// not survive HTTP/1.1; every other bound is the same.
+///
+/// # Errors
+///
+/// As [`serve`].
+pub async fn serve_grpc(
+    listener: TcpListener,
+    router: Router,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> io::Result<()> {
+    let builder = builder(limits).http2_only();
+    serve_with(listener, router, builder, limits, shutdown, grace).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    router: Router,
+    builder: Builder<TokioExecutor>,
+    limits: &Limits,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) -> io::Result<()> {
     let cap = connection_cap(limits);
     tracing::info!(max_connections = cap, "connection cap");
-    let builder = Arc::new(builder(limits));
+    let builder = Arc::new(builder);
     let registry = Arc::new(Registry::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let timeouts = Timeouts {

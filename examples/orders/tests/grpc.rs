@@ -39,13 +39,15 @@ struct Running {
     app: App,
     rest: String,
     grpc: Channel,
+    grpc_uri: String,
 }
 
 async fn start(config: &Config) -> Running {
     let app = App::build(config).await.expect("the app builds");
-    let rest = serve(app.router(), config).await;
-    let grpc = serve(app.grpc_router(), config).await;
-    let grpc = Channel::from_shared(format!("http://{grpc}"))
+    let rest = serve(app.router(), config, false).await;
+    let grpc = serve(app.grpc_router(), config, true).await;
+    let grpc_uri = format!("http://{grpc}");
+    let grpc = Channel::from_shared(grpc_uri.clone())
         .expect("a valid URI")
         .connect_timeout(Duration::from_secs(5))
         .connect()
@@ -55,24 +57,24 @@ async fn start(config: &Config) -> Running {
         app,
         rest: format!("http://{rest}"),
         grpc,
+        grpc_uri,
     }
 }
 
-async fn serve(router: axum::Router, config: &Config) -> SocketAddr {
+async fn serve(router: axum::Router, config: &Config, grpc: bool) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind a free port");
     let address = listener.local_addr().expect("a local address");
     let limits = config.limits.clone();
+    let grace = Duration::from_secs(1);
     tokio::spawn(async move {
-        orders::serve::serve(
-            listener,
-            router,
-            &limits,
-            std::future::pending(),
-            Duration::from_secs(1),
-        )
-        .await
+        if grpc {
+            orders::serve::serve_grpc(listener, router, &limits, std::future::pending(), grace)
+                .await
+        } else {
+            orders::serve::serve(listener, router, &limits, std::future::pending(), grace).await
+        }
     });
     address
 }
@@ -80,6 +82,28 @@ async fn serve(router: axum::Router, config: &Config) -> SocketAddr {
 impl Running {
     fn client(&self) -> OrderServiceClient<Channel> {
         OrderServiceClient::new(self.grpc.clone())
+    }
+
+    fn grpc_uri(&self) -> &str {
+        &self.grpc_uri
+    }
+
+    /// `GET /metrics`, as text.
+    async fn metrics(&self) -> String {
+        let request = http::Request::get(format!("{}/metrics", self.rest));
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let response = client
+            .request(request.body(Full::default()).expect("a request"))
+            .await
+            .expect("metrics");
+        let text = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        String::from_utf8_lossy(&text).into_owned()
     }
 
     async fn rest(&self, request: http::request::Builder, body: &str) -> (http::StatusCode, Value) {
@@ -328,20 +352,7 @@ async fn every_method_over_a_real_socket() {
 
     // The same metrics as REST, with a `protocol` label, a method's path for `route`, and the
     // code's HTTP equivalent for `status` (NOT_FOUND: 404; OK, read from the trailers: 200).
-    let request = http::Request::get(format!("{}/metrics", running.rest));
-    let client: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let response = client
-        .request(request.body(Full::default()).expect("a request"))
-        .await
-        .expect("metrics");
-    let text = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    let text = String::from_utf8_lossy(&text);
+    let text = running.metrics().await;
     let series = |status: &str| {
         text.lines().any(|line| {
             line.starts_with("orders_http_requests_total{")
@@ -580,7 +591,7 @@ async fn rest_and_grpc_spend_one_rate_limit_budget() {
 }
 
 #[tokio::test]
-async fn health_and_reflection_answer_without_credentials() {
+async fn health_answers_without_credentials_and_reflection_with_them() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -609,12 +620,16 @@ async fn health_and_reflection_answer_without_credentials() {
     assert_eq!(status, ServingStatus::Serving);
 
     let mut reflection = ServerReflectionClient::new(running.grpc.clone());
-    let request = ServerReflectionRequest {
+    let list = || ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
+    let anonymous = reflection
+        .server_reflection_info(tokio_stream::iter([list()]))
+        .await;
+    assert_refused(anonymous, Code::Unauthenticated, "UNAUTHORIZED");
     let mut replies = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
+        .server_reflection_info(call(tokio_stream::iter([list()]), Some(KEY)))
         .await
         .expect("reflection answers")
         .into_inner();
@@ -640,7 +655,7 @@ async fn health_and_reflection_answer_without_credentials() {
         )),
     };
     let mut replies = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
+        .server_reflection_info(call(tokio_stream::iter([request]), Some(KEY)))
         .await
         .expect("reflection answers")
         .into_inner();
@@ -665,4 +680,72 @@ async fn health_and_reflection_answer_without_credentials() {
         )
         .await;
     assert_eq!(unknown.expect_err("unknown").code(), Code::Unimplemented);
+}
+
+/// What the listeners accept: the gRPC one gRPC alone over HTTP/2 (415 for anything else,
+/// nothing over HTTP/1.1); the REST one treats a gRPC `content-type` as plain HTTP, so a
+/// `grpc-timeout` there is no deadline. A gRPC client's own deadline is honoured, and counted
+/// as the client's (499), not as a server error.
+#[tokio::test]
+async fn each_listener_speaks_its_own_protocol() {
+    let running = start(&config("listeners")).await;
+    let grpc_uri = running.grpc_uri();
+    let h2: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let json = http::Request::post(format!("{grpc_uri}/orders.v1.OrderService/GetOrder"))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("a request");
+    let response = h2.request(json).await.expect("an answer");
+    assert_eq!(response.status(), 415);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    let h1: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let over_h1 = http::Request::get(format!("{grpc_uri}/grpc.health.v1.Health/Check"))
+        .body(Full::default())
+        .expect("a request");
+    assert!(h1.request(over_h1).await.is_err(), "HTTP/1.1 is refused");
+
+    let rest = http::Request::get(format!("{}/ready", running.rest))
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "1n")
+        .body(Full::default())
+        .expect("a request");
+    let response = h1.request(rest).await.expect("REST answers");
+    assert_eq!(
+        response.status(),
+        200,
+        "no gRPC deadline or rendering on REST"
+    );
+    assert!(!response.headers().contains_key("grpc-status"));
+
+    // A deadline of a nanosecond passes before the database answers.
+    let mut message = vec![0, 0, 0, 0, 0];
+    let name = format!("orders/ord_{:032x}", 7);
+    let encoded = prost::Message::encode_to_vec(&pb::GetOrderRequest { name });
+    message[1..5].copy_from_slice(&u32::try_from(encoded.len()).expect("small").to_be_bytes());
+    message.extend(encoded);
+    let late = http::Request::post(format!("{grpc_uri}/orders.v1.OrderService/GetOrder"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", "1n")
+        .header("authorization", format!("Bearer {OTHER_KEY}"))
+        .body(Full::new(Bytes::from(message)))
+        .expect("a request");
+    let response = h2.request(late).await.expect("an answer");
+    assert_eq!(response.headers()["grpc-status"], "4", "DEADLINE_EXCEEDED");
+    let text = running.metrics().await;
+    assert!(
+        text.lines()
+            .any(|line| line.starts_with("orders_http_requests_total{")
+                && line.contains("protocol=\"grpc\"")
+                && line.contains("route=\"/orders.v1.OrderService/GetOrder\"")
+                && line.contains("status=\"499\"")),
+        "{text}"
+    );
 }

@@ -8,6 +8,7 @@
 //! request counts only when its answer is a 200 that decodes and holds what was asked for, and
 //! on gRPC only with `grpc-status: 0` in its trailers.
 
+pub mod json;
 mod report;
 mod wire;
 

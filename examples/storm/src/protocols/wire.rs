@@ -18,7 +18,7 @@ use prost::Message;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Operation, Transport, pb};
+use super::{Operation, Transport, json, pb};
 
 /// Bytes a cell's connections read and wrote: TCP payload, so HTTP framing and (HPACK
 /// compressed) headers count, TCP/IP headers do not.
@@ -238,15 +238,20 @@ impl Call {
         }
         match self.transport {
             Transport::Http1 | Transport::H2c => {
-                let json: serde_json::Value =
-                    serde_json::from_slice(&collected.to_bytes()).map_err(|e| e.to_string())?;
+                let body = collected.to_bytes();
+                let count = match self.operation {
+                    Operation::Get => serde_json::from_slice::<json::Order>(&body)
+                        .map(|o| usize::from(!o.id.is_empty())),
+                    _ => serde_json::from_slice::<json::Page>(&body).map(|p| p.data.len()),
+                }
+                .map_err(|e| e.to_string())?;
                 let expected = match self.operation {
-                    Operation::Get => json["id"].is_string(),
-                    _ => json["data"].as_array().map(Vec::len) == Some(100),
+                    Operation::Get => 1,
+                    _ => 100,
                 };
-                expected
+                (count == expected)
                     .then_some(())
-                    .ok_or_else(|| "unexpected JSON".to_owned())
+                    .ok_or_else(|| format!("{count} orders, not {expected}"))
             }
             Transport::Grpc => {
                 if let Some(status) = parts.headers.get("grpc-status") {
