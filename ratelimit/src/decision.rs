@@ -110,6 +110,11 @@ impl Decisions {
         }
     }
 
+    /// The verdicts, already collected (the memory store's admitted path: no second copy).
+    pub(crate) fn from_small_vec(decisions: SmallVec<[Decision; 2]>) -> Self {
+        Decisions { decisions }
+    }
+
     /// Whether every policy admits the request.
     pub fn allowed(&self) -> bool {
         self.decisions.iter().all(Decision::allowed)

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ahash::RandomState;
 use dashmap::DashMap;
 use smallvec::SmallVec;
 use tokio::time::Instant;
@@ -108,19 +109,22 @@ impl MemoryStore {
     /// Decides synchronously; what [`RateLimitStore::check`] returns, without the future.
     pub fn decide(&self, prepared: &MemoryPrepared, key: &RateLimitKey, cost: u64) -> Decisions {
         let now = self.now();
-        // Inline for up to two policies: the admitted path allocates nothing.
-        let mut taken: SmallVec<[(Decision, Consumed); 2]> = SmallVec::new();
+        // Inline for up to two policies: the admitted path allocates nothing, and its
+        // decisions are built where the answer keeps them.
+        let mut admitted: SmallVec<[Decision; 2]> = SmallVec::new();
+        let mut taken: SmallVec<[Consumed; 2]> = SmallVec::new();
         for (index, (table, global)) in prepared.tables.iter().enumerate() {
             let key = if *global { &GLOBAL } else { key };
             let (decision, consumed) = table.consume(key, now, cost, self.inner.max_keys);
             if decision.allowed() {
-                taken.push((decision, consumed));
+                admitted.push(decision);
+                taken.push(consumed);
                 continue;
             }
             // Refused: give back what the policies before this one took, then report every
             // policy as it stands without this request.
             let mut refused: SmallVec<[Decision; 2]> = SmallVec::new();
-            for ((table, global), (_, consumed)) in prepared.tables.iter().zip(taken) {
+            for ((table, global), consumed) in prepared.tables.iter().zip(taken) {
                 let key = if *global { &GLOBAL } else { key };
                 let charged = if consumed.overflow { &OVERFLOW } else { key };
                 table.refund(charged, consumed, now);
@@ -133,17 +137,22 @@ impl MemoryStore {
             }
             return Decisions::new(refused);
         }
-        Decisions::new(taken.into_iter().map(|(decision, _)| decision))
+        Decisions::from_small_vec(admitted)
     }
 }
 
 /// Gives memory back after a burst of one-off callers has been swept: a table keeps its
 /// capacity otherwise, and a flood would hold its high-water mark for good.
-fn shrink_if_sparse<V>(table: &DashMap<RateLimitKey, V>) {
+fn shrink_if_sparse<V>(table: &Keyed<V>) {
     if table.len() < table.capacity() / 4 {
         table.shrink_to_fit();
     }
 }
+
+/// A table of keys. Hashed with aHash, keyed at random per table: SipHash (std's default)
+/// was a quarter of a hot-key decision's instructions (callgrind), and a random key still
+/// keeps a client from choosing keys that collide.
+type Keyed<V> = DashMap<RateLimitKey, V, RandomState>;
 
 static GLOBAL: RateLimitKey = RateLimitKey::global();
 static OVERFLOW: RateLimitKey = RateLimitKey::overflow();
@@ -222,12 +231,12 @@ struct Table {
 
 enum TableKind {
     Gcra {
-        buckets: DashMap<RateLimitKey, AtomicU64>,
+        buckets: Keyed<AtomicU64>,
         interval: u64,
         burst: u64,
     },
     Window {
-        windows: DashMap<RateLimitKey, Mutex<WindowState>>,
+        windows: Keyed<Mutex<WindowState>>,
         window: u64,
         limit: u64,
     },
@@ -237,12 +246,12 @@ impl Table {
     fn new(algorithm: Algorithm) -> Self {
         let kind = match algorithm {
             Algorithm::Gcra(quota) => TableKind::Gcra {
-                buckets: DashMap::new(),
+                buckets: DashMap::with_hasher(RandomState::new()),
                 interval: quota.emission_interval_nanos(),
                 burst: quota.burst(),
             },
             Algorithm::SlidingWindow { limit, window } => TableKind::Window {
-                windows: DashMap::new(),
+                windows: DashMap::with_hasher(RandomState::new()),
                 window: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
                 limit,
             },
