@@ -89,8 +89,10 @@ struct Inner {
 
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<StoreKey, Slot>,
-    scopes: HashMap<ScopeId, ScopeUsage>,
+    // aHash, keyed at random per map, as the rate limiter's tables: SipHash showed in the
+    // first execution's profile, and the keys are SHA-256 outputs a client cannot aim anyway.
+    entries: HashMap<StoreKey, Slot, ahash::RandomState>,
+    scopes: HashMap<ScopeId, ScopeUsage, ahash::RandomState>,
     /// When this shard was last swept to make room: at most once a second, so a scope stuck
     /// at its share does not scan the shard on every request.
     swept_at: Option<Instant>,

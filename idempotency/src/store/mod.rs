@@ -123,17 +123,17 @@ impl fmt::Debug for Fingerprint {
 pub struct FencingToken(pub(crate) u128);
 
 impl FencingToken {
-    /// A fresh random token.
+    /// A fresh random token, from the thread's CSPRNG (`rand`'s `ThreadRng`: `ChaCha12`, seeded
+    /// and periodically reseeded from the operating system), so tokens are unpredictable and
+    /// unique across instances without a system call per claim.
     ///
     /// # Panics
     ///
-    /// When the operating system's random source fails, which leaves no safe way to go on.
+    /// When the operating system's random source fails while seeding, which leaves no safe
+    /// way to go on.
     pub fn random() -> Self {
-        let mut bytes = [0u8; 16];
-        // The OS random source failing is not recoverable; tokens must be unpredictable and
-        // unique across instances.
-        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
-        FencingToken(u128::from_be_bytes(bytes))
+        use rand::Rng;
+        FencingToken(rand::rng().random())
     }
 
     /// A token from its value (for stores of your own).
