@@ -73,7 +73,7 @@ where
             }
             Err(error) => {
                 let rejection = self.paginator.rejection(&error);
-                let protocol = Protocol::of(&parts.headers);
+                let protocol = Protocol::detect(&parts.extensions, &parts.headers);
                 let mut response = self
                     .paginator
                     .settings()

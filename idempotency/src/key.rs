@@ -81,14 +81,37 @@ pub fn parse_idempotency_key(
     if lines.next().is_some() {
         return Err(KeyError::Repeated);
     }
-    let key = parse_value(value.as_bytes())?;
+    parse_idempotency_key_value(value.as_bytes(), max_len).map(Some)
+}
+
+/// Reads one key value as [`parse_idempotency_key`] reads the header's: for a key that
+/// arrives elsewhere (a gRPC message's AIP-155 `request_id`), so that it names the same key as
+/// the header would.
+///
+/// ```
+/// use tower_idempotency::{DEFAULT_MAX_KEY_LEN, KeyError, parse_idempotency_key_value};
+///
+/// let key = parse_idempotency_key_value(b"8c3e0d8e-7f4a", DEFAULT_MAX_KEY_LEN);
+/// assert_eq!(key, Ok("8c3e0d8e-7f4a".into()));
+/// assert_eq!(parse_idempotency_key_value(b"", DEFAULT_MAX_KEY_LEN), Err(KeyError::Empty));
+/// assert_eq!(
+///     parse_idempotency_key_value(b"two words", DEFAULT_MAX_KEY_LEN),
+///     Err(KeyError::Malformed)
+/// );
+/// ```
+///
+/// # Errors
+///
+/// The [`KeyError`] the layer answers 400 `idempotency-key-invalid` with.
+pub fn parse_idempotency_key_value(value: &[u8], max_len: usize) -> Result<String, KeyError> {
+    let key = parse_value(value)?;
     if key.is_empty() {
         return Err(KeyError::Empty);
     }
     if key.chars().count() > max_len {
         return Err(KeyError::TooLong { max: max_len });
     }
-    Ok(Some(key))
+    Ok(key)
 }
 
 fn parse_value(bytes: &[u8]) -> Result<String, KeyError> {

@@ -168,7 +168,10 @@ pub use body::{RequestBody, ResponseBody};
 #[cfg(feature = "redis")]
 pub use guardrail_store::redis::RedisBackend;
 pub use guardrail_store::{StoreError, StoreErrorKind, StoreFuture};
-pub use key::{DEFAULT_MAX_KEY_LEN, IDEMPOTENCY_KEY, KeyError, ScopedKey, parse_idempotency_key};
+pub use key::{
+    DEFAULT_MAX_KEY_LEN, IDEMPOTENCY_KEY, KeyError, ScopedKey, parse_idempotency_key,
+    parse_idempotency_key_value,
+};
 pub use layer::{
     DEFAULT_LEASE, DEFAULT_MAX_REQUEST_BODY, DEFAULT_MAX_RESPONSE_BODY, DEFAULT_TTL,
     IdempotencyLayer, MAX_DURATION,

@@ -161,7 +161,7 @@ where
     if !config.methods.contains(request.method()) {
         return bypass(inner.call(request.map(RequestBody::new)).await);
     }
-    let protocol = Protocol::of(request.headers());
+    let protocol = Protocol::detect(request.extensions(), request.headers());
     let admitted = match admit(&config, request).await {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(request)) => return bypass(inner.call(request).await),

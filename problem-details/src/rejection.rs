@@ -46,6 +46,30 @@ impl Protocol {
         });
         if grpc { Protocol::Grpc } else { Protocol::Http }
     }
+
+    /// The protocol of a request: the `Protocol` a server put in its extensions (one that
+    /// knows what each listener speaks, so that a client cannot choose by its `content-type`),
+    /// else [`Protocol::of`] its headers. Every guardrail layer of the workspace asks this.
+    ///
+    /// ```
+    /// use http::{Extensions, HeaderMap};
+    /// use tower_problem_details::Protocol;
+    ///
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("content-type", "application/grpc".parse()?);
+    /// let mut extensions = Extensions::new();
+    /// assert_eq!(Protocol::detect(&extensions, &headers), Protocol::Grpc);
+    /// // An HTTP listener's requests are HTTP, whatever they declare.
+    /// extensions.insert(Protocol::Http);
+    /// assert_eq!(Protocol::detect(&extensions, &headers), Protocol::Http);
+    /// # Ok::<(), http::header::InvalidHeaderValue>(())
+    /// ```
+    pub fn detect(extensions: &http::Extensions, headers: &HeaderMap) -> Self {
+        extensions
+            .get::<Protocol>()
+            .copied()
+            .unwrap_or_else(|| Protocol::of(headers))
+    }
 }
 
 const GRPC: &[u8] = b"application/grpc";

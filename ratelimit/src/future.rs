@@ -138,9 +138,10 @@ where
                                 &config.policies,
                                 &decisions,
                             );
-                            let mut response = config
-                                .responder
-                                .respond(rejection, Protocol::of(request.headers()));
+                            let mut response = config.responder.respond(
+                                rejection,
+                                Protocol::detect(request.extensions(), request.headers()),
+                            );
                             response.extensions_mut().insert(reason);
                             finish(&mut response, config, decisions);
                             this.step.set(Step::Answered { response: None });
@@ -163,9 +164,10 @@ where
                             if config.fail_closed {
                                 let rejection =
                                     rejection::store_unavailable(&config.catalog, &error);
-                                let mut response = config
-                                    .responder
-                                    .respond(rejection, Protocol::of(request.headers()));
+                                let mut response = config.responder.respond(
+                                    rejection,
+                                    Protocol::detect(request.extensions(), request.headers()),
+                                );
                                 response
                                     .extensions_mut()
                                     .insert(RateLimitRejection::StoreUnavailable);

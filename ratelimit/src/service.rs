@@ -74,10 +74,10 @@ where
                 },
             );
             let rejection = rejection::missing_key(&self.config.catalog, &self.config.missing_key);
-            let mut response = self
-                .config
-                .responder
-                .respond(rejection, Protocol::of(&parts.headers));
+            let mut response = self.config.responder.respond(
+                rejection,
+                Protocol::detect(&parts.extensions, &parts.headers),
+            );
             response
                 .extensions_mut()
                 .insert(RateLimitRejection::MissingKey);

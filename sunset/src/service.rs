@@ -73,7 +73,7 @@ where
                 .contains_key(ACCESS_CONTROL_REQUEST_METHOD);
         match config.rejection(phase, now).filter(|_| !preflight) {
             Some(rejection) => {
-                let protocol = Protocol::of(request.headers());
+                let protocol = Protocol::detect(request.extensions(), request.headers());
                 ResponseFuture::rejected(rejection, protocol, config, phase, cross_origin)
             }
             None => ResponseFuture::inner(self.inner.call(request), config, phase, cross_origin),

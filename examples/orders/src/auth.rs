@@ -9,9 +9,8 @@ use axum::response::Response;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use http::{HeaderValue, request::Parts};
 use sha2::{Digest, Sha256};
-use tower_problem_details::{ProblemKind, Rejection};
+use tower_problem_details::{ProblemKind, Protocol, Rejection};
 
-use crate::edge::listener_protocol;
 use crate::order::hex;
 use crate::problems::{AMBIGUOUS_REQUEST, Problems};
 
@@ -94,7 +93,7 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let protocol = listener_protocol(&request);
+    let protocol = Protocol::detect(request.extensions(), request.headers());
     if request
         .headers()
         .get_all(AUTHORIZATION)

@@ -90,18 +90,6 @@ pub fn method_label(method: &Method) -> &'static str {
         .map_or("other", |(_, label)| label)
 }
 
-/// The protocol of the listener a request arrived on: the REST listener speaks HTTP whatever
-/// `content-type` a client sends, the gRPC listener gRPC (it refuses anything else). Each
-/// router states its own with an `Extension(Protocol)`, read here by the edge, authentication
-/// and the access log.
-pub fn listener_protocol(request: &Request) -> Protocol {
-    request
-        .extensions()
-        .get::<Protocol>()
-        .copied()
-        .unwrap_or_default()
-}
-
 /// On a response: the gRPC client's own `grpc-timeout`, shorter than the service's deadline,
 /// ran out. The client has given up on the call by then; the access log counts it as the
 /// client's (499), not as a server error.
@@ -111,7 +99,7 @@ pub struct ClientDeadline;
 /// Middleware: the edge (see the module docs).
 pub async fn edge(State(edge): State<EdgeState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let protocol = listener_protocol(&request);
+    let protocol = Protocol::detect(request.extensions(), request.headers());
     // A gRPC client's own deadline, when it is sooner than the service's.
     let client_deadline = match protocol {
         Protocol::Grpc => grpc_timeout(request.headers()).filter(|t| *t < edge.request_timeout),

@@ -24,11 +24,10 @@
 
 use std::collections::HashMap;
 
-use http::HeaderMap;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use tonic::{Request, Response, Status};
 use tower_cursor::{Paginator, QueryFingerprint};
-use tower_idempotency::{DEFAULT_MAX_KEY_LEN, IDEMPOTENCY_KEY, ScopedKey, parse_idempotency_key};
+use tower_idempotency::{DEFAULT_MAX_KEY_LEN, ScopedKey, parse_idempotency_key_value};
 use tower_problem_details::{JsonPointer, ProblemKind, Protocol, Rejection, ValidationErrors};
 
 use crate::auth::Tenant;
@@ -154,7 +153,7 @@ impl OrderService {
     fn invalid(&self, pointer: JsonPointer, detail: &str, errors_for: &'static str) -> Status {
         let mut errors = ValidationErrors::new();
         errors.push(pointer, detail.to_owned());
-        self.status(validation(&self.problems, errors, errors_for))
+        self.status(self.problems.invalid(errors, errors_for))
     }
 
     fn not_found(&self, id: &str) -> Status {
@@ -218,22 +217,19 @@ impl OrderService {
                     .with_detail(format!("`request_id`: {detail}")),
             )
         };
-        let value = http::HeaderValue::from_str(request_id)
-            .map_err(|_| refuse("must be visible ASCII".to_owned()))?;
-        let mut headers = HeaderMap::new();
-        headers.insert(IDEMPOTENCY_KEY, value);
-        match parse_idempotency_key(&headers, DEFAULT_MAX_KEY_LEN) {
-            Ok(Some(key)) => Ok(key),
-            Ok(None) => Err(refuse("is empty".to_owned())),
-            Err(error) => Err(refuse(error.detail())),
-        }
+        parse_idempotency_key_value(request_id.as_bytes(), DEFAULT_MAX_KEY_LEN)
+            .map_err(|error| refuse(error.detail()))
     }
 }
 
-/// The answer to a gRPC service the server does not have: `UNIMPLEMENTED`, as tonic answers
-/// an unknown method of a service it has.
-pub async fn unimplemented() -> http::Response<axum::body::Body> {
-    Status::unimplemented("No such gRPC service here: see server reflection.").into_http()
+/// The answer to a gRPC service the server does not have: `UNIMPLEMENTED` (as tonic answers an
+/// unknown method of a service it has), with the `ErrorInfo` of the catalog's `not-found`.
+pub fn unimplemented(problems: &Problems) -> axum::response::Response {
+    let rejection = problems
+        .rejection(ProblemKind::NotFound)
+        .with_detail("No such gRPC service here: see server reflection.")
+        .with_grpc_code(tower_problem_details::GrpcCode::Unimplemented);
+    problems.reject(rejection, Protocol::Grpc)
 }
 
 /// Middleware on the gRPC listener: a request that is not gRPC (`content-type` other than
@@ -298,15 +294,6 @@ pub fn health_routes() -> (tonic_health::server::HealthReporter, axum::Router) {
     let service = service.max_decoding_message_size(MAX_MESSAGE_BYTES);
     let routes = axum::Router::new().route_service(&named_route(&service), service);
     (reporter, routes)
-}
-
-fn validation(problems: &Problems, errors: ValidationErrors, detail: &'static str) -> Rejection {
-    let mut rejection = problems
-        .rejection(ProblemKind::ValidationFailed)
-        .with_detail(detail);
-    let problem = rejection.problem().clone().with_validation_errors(errors);
-    *rejection.problem_mut() = problem;
-    rejection
 }
 
 fn tenant<T>(request: &Request<T>) -> Result<Tenant, Status> {
@@ -423,8 +410,7 @@ impl pb::order_service_server::OrderService for OrderService {
         let new = ApiVersion::V2
             .parse_new_order(&to_v2_json(&order))
             .map_err(|errors| {
-                self.status(validation(
-                    &self.problems,
+                self.status(self.problems.invalid(
                     errors,
                     "The order is not valid; `errors` points into `order`.",
                 ))

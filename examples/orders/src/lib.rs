@@ -32,8 +32,10 @@
 //! idempotency layer sits on `CreateOrder` alone; page tokens are message fields, so the
 //! handler checks them with the same [`Paginator`]. Health checking sits outside
 //! authentication and the rate limit, as `/health` and `/ready` do; reflection inside them.
-//! Each router states its listener's [`Protocol`], so REST stays HTTP whatever `content-type`
-//! a client sends, and the gRPC listener refuses anything but gRPC (415).
+//! Each router states its listener's [`Protocol`] in the request extensions, which
+//! [`Protocol::detect`] in every layer (the library guardrails' and the service's own) reads
+//! first: REST stays HTTP whatever `content-type` a client sends, and the gRPC listener
+//! refuses anything but gRPC (415).
 //!
 //! [`PageRequest`]: tower_cursor::PageRequest
 
@@ -370,7 +372,8 @@ pub fn services(state: &AppState) -> Result<Services, BuildError> {
     let problem_layer = ProblemLayer::new()
         .catalog(state.problems.catalog().clone())
         .responder(state.problems.responder().clone());
-    // Each listener states its protocol: REST is HTTP whatever `content-type` a client sends.
+    // Each listener states its protocol (`Protocol::detect`, which every guardrail layer
+    // asks): REST is HTTP whatever `content-type` a client sends.
     let rest = api
         .merge(public)
         .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
@@ -381,7 +384,10 @@ pub fn services(state: &AppState) -> Result<Services, BuildError> {
     let (health, health_routes) = grpc::health_routes();
     let grpc = grpc_api
         .merge(health_routes.layer(middleware::from_fn_with_state(edge, edge::edge)))
-        .fallback(grpc::unimplemented)
+        .fallback({
+            let problems = state.problems.clone();
+            move || std::future::ready(grpc::unimplemented(&problems))
+        })
         .layer(middleware::from_fn_with_state(
             state.problems.clone(),
             grpc::only_grpc,

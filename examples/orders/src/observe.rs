@@ -43,7 +43,7 @@ use tower_ratelimit::{DecisionEvent, Decisions, RateLimitRejection, Verdict};
 use tower_sunset::Phase;
 
 use crate::auth::Tenant;
-use crate::edge::{ClientDeadline, listener_protocol, method_label};
+use crate::edge::{ClientDeadline, method_label};
 
 /// Requests by route, method and status.
 pub const HTTP_REQUESTS: &str = "orders_http_requests_total";
@@ -168,7 +168,7 @@ pub fn count_connection(reason: &'static str) {
 /// body ends with its trailers (or is dropped: `CANCELLED`).
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let protocol = listener_protocol(&request);
+    let protocol = Protocol::detect(request.extensions(), request.headers());
     let route = match protocol {
         Protocol::Grpc => crate::grpc::method_label(request.uri().path()).to_owned(),
         _ => request

@@ -249,10 +249,15 @@ impl Problems {
 
     /// 422 `validation-failed` with the JSON Pointers of what is wrong.
     pub fn validation(&self, errors: ValidationErrors) -> Response {
-        self.catalog
-            .validation_failed(errors)
-            .with_detail("The request body does not describe a valid order.")
-            .into_response::<Body>()
+        let rejection = self.invalid(errors, "The request body does not describe a valid order.");
+        self.reject(rejection, Protocol::Http)
+    }
+
+    /// The rejection of [`validation`](Self::validation), for either protocol
+    /// (`INVALID_ARGUMENT` on gRPC), with its own `detail`.
+    pub fn invalid(&self, errors: ValidationErrors, detail: &'static str) -> Rejection {
+        let problem = self.catalog.validation_failed(errors).with_detail(detail);
+        self.catalog.rejection_of(problem)
     }
 
     /// 404 `not-found` for an order id (echoed only when it has an order id's shape, so a

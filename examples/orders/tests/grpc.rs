@@ -679,7 +679,7 @@ async fn health_answers_without_credentials_and_reflection_with_them() {
             tonic_prost::ProstCodec::default(),
         )
         .await;
-    assert_eq!(unknown.expect_err("unknown").code(), Code::Unimplemented);
+    assert_refused(unknown, Code::Unimplemented, "NOT_FOUND");
 }
 
 /// What the listeners accept: the gRPC one gRPC alone over HTTP/2 (415 for anything else,
@@ -721,6 +721,20 @@ async fn each_listener_speaks_its_own_protocol() {
         response.status(),
         200,
         "no gRPC deadline or rendering on REST"
+    );
+    assert!(!response.headers().contains_key("grpc-status"));
+    // The library guardrails ask the same question: the idempotency layer's refusal of a
+    // REST create without a key is a problem document, not a gRPC status.
+    let create = http::Request::post(format!("{}/v2/orders", running.rest))
+        .header("content-type", "application/grpc")
+        .header("authorization", format!("Bearer {KEY}"))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("a request");
+    let response = h1.request(create).await.expect("REST answers");
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
     );
     assert!(!response.headers().contains_key("grpc-status"));
 

@@ -63,7 +63,7 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let request_id = RequestId::ensure(&mut request, &self.config.request_id_header);
-        let protocol = Protocol::of(request.headers());
+        let protocol = Protocol::detect(request.extensions(), request.headers());
         let config = Arc::clone(&self.config);
         let inner = &mut self.inner;
         // The inner service is not used again by this call after a panic, so observing it
