@@ -680,6 +680,14 @@ async fn health_answers_without_credentials_and_reflection_with_them() {
         )
         .await;
     assert_refused(unknown, Code::Unimplemented, "NOT_FOUND");
+
+    // A message over the 64 KiB bound is refused before any handler decodes it.
+    let huge = pb::GetOrderRequest {
+        name: "x".repeat(orders::grpc::MAX_MESSAGE_BYTES + 1),
+    };
+    let mut client = running.client();
+    let refused = client.get_order(call(huge, Some(KEY))).await;
+    assert_eq!(refused.expect_err("too large").code(), Code::OutOfRange);
 }
 
 /// What the listeners accept: the gRPC one gRPC alone over HTTP/2 (415 for anything else,
