@@ -143,8 +143,9 @@ fn memory(c: &mut Criterion) {
     cases(c, &runtime, "idempotency/memory", roomy_store());
 }
 
-/// How the first execution's cost grows with the body, beside the bare SHA-256 of that body
-/// (the fingerprint's hash) and the bare service: the layer's cost per KiB against the hash's.
+/// How the first execution's cost grows with the body, beside the bare hash of that body
+/// (BLAKE3, the fingerprint's, and SHA-256, version 1's) and the bare service: the layer's
+/// cost per KiB against the hash's.
 fn body_sizes(c: &mut Criterion) {
     use sha2::Digest as _;
 
@@ -166,6 +167,10 @@ fn body_sizes(c: &mut Criterion) {
         group.throughput(criterion::Throughput::Bytes(size as u64));
         group.bench_function(format!("sha256 of the body/{label}"), |b| {
             b.iter(|| sha2::Sha256::digest(black_box(&body)));
+        });
+        // The fingerprint's hash since version 2.
+        group.bench_function(format!("blake3 of the body/{label}"), |b| {
+            b.iter(|| blake3::hash(black_box(&body)));
         });
         group.bench_function(format!("bare service/{label}"), |b| {
             b.iter(|| runtime.block_on(send(&mut bare, request_with("unused", body.clone()))));

@@ -24,7 +24,7 @@ use crate::key::{self, ScopedKey};
 use crate::layer::Config;
 use crate::rejection::{IdempotencyRejection, rejection};
 use crate::replay::{keep_headers, replay};
-use crate::scope::{fingerprint, store_key};
+use crate::scope::{fingerprint, same_request, store_key};
 use crate::store::{
     Claim, Completion, FencingToken, Fingerprint, IdempotencyStore, StoreKey, StoredResponse,
 };
@@ -239,7 +239,12 @@ async fn claim<St: IdempotencyStore>(config: &Config<St>, admitted: &Admitted) -
         match claimed {
             Ok(Claim::Claimed(token)) => return Claimed::Run(token),
             Ok(Claim::Completed { fingerprint, .. } | Claim::InFlight { fingerprint, .. })
-                if fingerprint != admitted.fingerprint =>
+                if !same_request(
+                    fingerprint,
+                    admitted.fingerprint,
+                    &admitted.parts,
+                    &admitted.body,
+                ) =>
             {
                 return refuse(IdempotencyRejection::Reused, None);
             }

@@ -1,22 +1,31 @@
 //! The outcome of checking a request against its policies.
 
+use std::fmt;
 use std::time::Duration;
 
 use smallvec::SmallVec;
 
 /// One policy's verdict on one request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Equality compares what the accessors report, not how the figures are kept.
+#[derive(Clone)]
 pub struct Decision {
     verdict: Verdict,
     limit: u64,
+    /// Units left; for [`Verdict::GcraAdmitted`], the bucket's deficit in nanoseconds.
     remaining: u64,
-    /// Nanoseconds (kept small: decisions are built and moved on every request).
+    /// Nanoseconds; for [`Verdict::GcraAdmitted`], the emission interval. (Kept small:
+    /// decisions are built and moved on every request.)
     reset: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {
     Admitted,
+    /// Admitted by the memory store's GCRA, which keeps the deficit and interval and derives
+    /// `remaining` and `reset` only when asked: each is a division, and a layer that renders
+    /// no header never asks.
+    GcraAdmitted,
     /// Refused until `reset` has passed.
     Refused,
     /// Refused for good: the cost exceeds the capacity.
@@ -37,6 +46,18 @@ impl Decision {
             limit,
             remaining,
             reset: nanos(reset),
+        }
+    }
+
+    /// Admitted by a GCRA bucket of capacity `burst` that is now `deficit` nanoseconds of
+    /// emission below full (at most `burst × interval`), for an emission interval of
+    /// `interval` nanoseconds (at least 1).
+    pub(crate) fn gcra_admitted(burst: u64, deficit: u64, interval: u64) -> Self {
+        Decision {
+            verdict: Verdict::GcraAdmitted,
+            limit: burst,
+            remaining: deficit,
+            reset: interval,
         }
     }
 
@@ -64,7 +85,7 @@ impl Decision {
 
     /// Whether this policy admits the request.
     pub fn allowed(&self) -> bool {
-        self.verdict == Verdict::Admitted
+        matches!(self.verdict, Verdict::Admitted | Verdict::GcraAdmitted)
     }
 
     /// The policy's capacity (burst, or units per window).
@@ -74,14 +95,29 @@ impl Decision {
 
     /// Units still available after this request (before it, when it was refused).
     pub fn remaining(&self) -> u64 {
-        self.remaining
+        match self.verdict {
+            // Whole units below the horizon: burst - ceil(deficit / interval).
+            Verdict::GcraAdmitted => self
+                .limit
+                .saturating_sub(self.remaining.div_ceil(self.reset.max(1))),
+            _ => self.remaining,
+        }
     }
 
     /// Time until more quota is available (the `t` of the `RateLimit` header): when refused,
     /// the same as [`retry_after`](Self::retry_after); when admitted, until the bucket gains
     /// its next unit (GCRA; zero when full) or the current window ends (sliding window).
     pub fn reset(&self) -> Duration {
-        Duration::from_nanos(self.reset)
+        Duration::from_nanos(self.reset_nanos())
+    }
+
+    fn reset_nanos(&self) -> u64 {
+        match (self.verdict, self.remaining) {
+            // Until the bucket gains its next whole unit; 0 when it is full.
+            (Verdict::GcraAdmitted, 0) => 0,
+            (Verdict::GcraAdmitted, deficit) => (deficit - 1) % self.reset.max(1) + 1,
+            _ => self.reset,
+        }
     }
 
     /// When refused: the least time after which the same request would be admitted. `None`
@@ -89,6 +125,33 @@ impl Decision {
     /// be admitted.
     pub fn retry_after(&self) -> Option<Duration> {
         (self.verdict == Verdict::Refused).then(|| Duration::from_nanos(self.reset))
+    }
+}
+
+impl PartialEq for Decision {
+    fn eq(&self, other: &Self) -> bool {
+        let verdict = |d: &Decision| match d.verdict {
+            Verdict::GcraAdmitted => Verdict::Admitted,
+            verdict => verdict,
+        };
+        verdict(self) == verdict(other)
+            && self.limit == other.limit
+            && self.remaining() == other.remaining()
+            && self.reset_nanos() == other.reset_nanos()
+    }
+}
+
+impl Eq for Decision {}
+
+impl fmt::Debug for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decision")
+            .field("allowed", &self.allowed())
+            .field("limit", &self.limit)
+            .field("remaining", &self.remaining())
+            .field("reset", &self.reset())
+            .field("retry_after", &self.retry_after())
+            .finish()
     }
 }
 
@@ -107,6 +170,13 @@ impl Decisions {
     pub fn new(decisions: impl IntoIterator<Item = Decision>) -> Self {
         Decisions {
             decisions: decisions.into_iter().collect(),
+        }
+    }
+
+    /// A single policy's verdict, written in place (no vector to fill and copy).
+    pub(crate) fn one(decision: Decision) -> Self {
+        Decisions {
+            decisions: SmallVec::from_buf_and_len([decision, Decision::too_costly(0)], 1),
         }
     }
 

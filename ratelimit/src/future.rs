@@ -205,7 +205,7 @@ fn finish<B>(response: &mut Response<B>, config: &Config, decisions: Decisions) 
     stamp(
         response.headers_mut(),
         &config.policy_header,
-        &config.policies,
+        &config.ratelimit_header,
         &decisions,
         config.legacy_headers,
     );

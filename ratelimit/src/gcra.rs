@@ -9,6 +9,9 @@ use crate::decision::Decision;
 /// Decides `cost` units at `now` against a bucket whose theoretical arrival time is `tat`
 /// (0 for a new key), with emission interval `interval` and capacity `burst`. Returns the
 /// decision and, when admitted, the new `tat` to store (nothing is stored on a refusal).
+// Always inlined: returned through memory, its result cost a store-forwarding stall per
+// decision (perf annotate on `ratelimit/hot_key`).
+#[inline(always)]
 pub(crate) fn check(
     tat: u64,
     now: u64,
@@ -18,6 +21,19 @@ pub(crate) fn check(
 ) -> (Decision, Option<u64>) {
     if cost > burst {
         return (Decision::too_costly(burst), None);
+    }
+    // The common case in 64 bits: a bucket whose whole window fits (`cost <= burst`, so
+    // nothing below overflows once the horizon does not).
+    let tat = tat.max(now);
+    if let Some(horizon) = interval
+        .checked_mul(burst)
+        .and_then(|window| now.checked_add(window))
+    {
+        let new_tat = tat.saturating_add(interval * cost);
+        if horizon >= new_tat {
+            let decision = Decision::gcra_admitted(burst, new_tat - now, interval);
+            return (decision, Some(new_tat));
+        }
     }
     // In u128 so that no step saturates: `now` may be smaller than a whole window.
     let (now, interval) = (u128::from(now), u128::from(interval));

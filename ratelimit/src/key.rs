@@ -1,6 +1,7 @@
 //! Who a request counts against: the key, and how to take it from a request.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
@@ -26,7 +27,7 @@ fn digest_id(digest: &[u8; 32]) -> String {
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct RateLimitKey(KeyRepr);
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 enum KeyRepr {
     Global,
     /// The shared bucket of keys that found a full memory table.
@@ -36,6 +37,28 @@ enum KeyRepr {
     /// A text key longer than [`MAX_TEXT_KEY_LEN`], kept as its SHA-256 (behind a pointer,
     /// so the key stays 24 bytes in every table).
     Digest(Arc<[u8; 32]>),
+}
+
+impl Hash for KeyRepr {
+    /// One hasher write for an address, where the derived impl made four or five
+    /// (discriminants, a length prefix, the octets): hashing is on every decision.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self {
+            KeyRepr::Global => state.write_u8(0),
+            KeyRepr::Overflow => state.write_u8(1),
+            // Tagged above the 32 address bits, so no IPv4 key hashes as `::a.b.c.d` does.
+            KeyRepr::Ip(IpAddr::V4(v4)) => state.write_u64(u64::from(v4.to_bits()) | 1 << 32),
+            KeyRepr::Ip(IpAddr::V6(v6)) => state.write_u128(v6.to_bits()),
+            KeyRepr::Text(text) => {
+                state.write_u8(2);
+                text.hash(state);
+            }
+            KeyRepr::Digest(digest) => {
+                state.write_u8(3);
+                state.write(&digest[..]);
+            }
+        }
+    }
 }
 
 /// The longest text key kept as it is, in bytes. A longer one (a client can send any header

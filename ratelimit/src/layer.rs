@@ -10,7 +10,7 @@ use tower_layer::Layer;
 use tower_problem_details::{Problem, ProblemCatalog, ProblemKind, Responder};
 
 use crate::error::{ConfigError, ConfigErrorKind};
-use crate::headers::policy_header;
+use crate::headers::{RateLimitHeader, policy_header};
 use crate::key::KeyExtractor;
 use crate::metrics::{CounterSnapshot, Counters, DecisionEvent, Hook, HookDebug};
 use crate::policy::Policy;
@@ -45,6 +45,7 @@ pub(crate) struct Config {
     pub(crate) key: KeyExtractor,
     pub(crate) cost: Option<Arc<CostFn>>,
     pub(crate) policy_header: HeaderValue,
+    pub(crate) ratelimit_header: RateLimitHeader,
     pub(crate) fail_closed: bool,
     pub(crate) shadow: bool,
     pub(crate) legacy_headers: bool,
@@ -94,6 +95,7 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
         Ok(RateLimitLayer {
             config: Config {
                 policy_header: policy_header(&policies),
+                ratelimit_header: RateLimitHeader::new(&policies),
                 policies,
                 key,
                 cost: None,

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod arith;
+mod clock;
 mod decision;
 mod error;
 mod future;

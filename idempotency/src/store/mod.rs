@@ -93,8 +93,10 @@ impl fmt::Debug for ScopeId {
     }
 }
 
-/// SHA-256 over what makes two requests "the same request": method, path and query, content
-/// type and body. A key reused with another fingerprint is refused (422).
+/// A hash of what makes two requests "the same request": method, path and query, content
+/// type and body. A key reused with another fingerprint is refused (422). Opaque to stores,
+/// which keep its 32 bytes as they are: the layer writes a version byte and 31 bytes of
+/// BLAKE3, and still recognizes the bare SHA-256 of earlier releases.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub(crate) [u8; 32]);
 

@@ -10,8 +10,8 @@ use std::time::Duration;
 use ahash::RandomState;
 use dashmap::DashMap;
 use smallvec::SmallVec;
-use tokio::time::Instant;
 
+use crate::clock::Clock;
 use crate::decision::{Decision, Decisions};
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::gcra;
@@ -43,8 +43,10 @@ const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 ///   bucket per policy with every other such key until room frees up; a flood of unique keys is
 ///   thus limited as one caller instead of growing memory or evicting live buckets (which would
 ///   hand their callers a fresh allowance).
-/// - **Time** is tokio's monotonic clock, so `tokio::time::pause()` and `advance()` drive it
-///   in tests.
+/// - **Time** is the CPU's time-stamp counter, read through `quanta` (a few nanoseconds,
+///   where `clock_gettime` was a third of a decision). With the crate feature `test-util`
+///   (enable it in dev-dependencies, beside tokio's) it is tokio's clock instead, so
+///   `tokio::time::pause()` and `advance()` drive it in tests.
 ///
 /// A limit kept in memory is per process: behind a load balancer with several instances, use
 /// the Redis store (feature `redis`).
@@ -54,7 +56,7 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    epoch: Instant,
+    clock: Clock,
     max_keys: usize,
     tables: Mutex<HashMap<Policy, Arc<Table>>>,
 }
@@ -64,7 +66,7 @@ impl MemoryStore {
     pub fn new() -> Self {
         MemoryStore {
             inner: Arc::new(Inner {
-                epoch: Instant::now(),
+                clock: Clock::new(),
                 max_keys: 100_000,
                 tables: Mutex::new(HashMap::new()),
             }),
@@ -82,7 +84,7 @@ impl MemoryStore {
         }
         Ok(MemoryStore {
             inner: Arc::new(Inner {
-                epoch: Instant::now(),
+                clock: Clock::new(),
                 max_keys,
                 tables: Mutex::new(HashMap::new()),
             }),
@@ -99,46 +101,63 @@ impl MemoryStore {
         tables.values().map(|table| table.len()).sum()
     }
 
-    /// Nanoseconds since the store was made, never 0 (0 marks a new GCRA bucket).
-    fn now(&self) -> u64 {
-        u64::try_from(self.inner.epoch.elapsed().as_nanos())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1)
-    }
-
     /// Decides synchronously; what [`RateLimitStore::check`] returns, without the future.
+    #[inline]
     pub fn decide(&self, prepared: &MemoryPrepared, key: &RateLimitKey, cost: u64) -> Decisions {
-        let now = self.now();
+        let now = self.inner.clock.now();
+        if let [(table, global)] = prepared.tables.as_slice() {
+            // One policy: a refusal took nothing, so there is nothing to give back.
+            let charged = if *global { &GLOBAL } else { key };
+            let (decision, _) = table.consume(charged, now, cost, self.inner.max_keys);
+            return Decisions::one(decision);
+        }
         // Inline for up to two policies: the admitted path allocates nothing, and its
         // decisions are built where the answer keeps them.
         let mut admitted: SmallVec<[Decision; 2]> = SmallVec::new();
+        // What each policy but the last took, in case a later one refuses.
         let mut taken: SmallVec<[Consumed; 2]> = SmallVec::new();
+        let last = prepared.tables.len().saturating_sub(1);
         for (index, (table, global)) in prepared.tables.iter().enumerate() {
-            let key = if *global { &GLOBAL } else { key };
-            let (decision, consumed) = table.consume(key, now, cost, self.inner.max_keys);
-            if decision.allowed() {
-                admitted.push(decision);
+            let charged = if *global { &GLOBAL } else { key };
+            let (decision, consumed) = table.consume(charged, now, cost, self.inner.max_keys);
+            if !decision.allowed() {
+                return refuse(prepared, key, cost, now, &taken, decision);
+            }
+            admitted.push(decision);
+            if index < last {
                 taken.push(consumed);
-                continue;
             }
-            // Refused: give back what the policies before this one took, then report every
-            // policy as it stands without this request.
-            let mut refused: SmallVec<[Decision; 2]> = SmallVec::new();
-            for ((table, global), consumed) in prepared.tables.iter().zip(taken) {
-                let key = if *global { &GLOBAL } else { key };
-                let charged = if consumed.overflow { &OVERFLOW } else { key };
-                table.refund(charged, consumed, now);
-                refused.push(table.peek(charged, now, cost));
-            }
-            refused.push(decision);
-            for (table, global) in &prepared.tables[index + 1..] {
-                let key = if *global { &GLOBAL } else { key };
-                refused.push(table.peek(key, now, cost));
-            }
-            return Decisions::new(refused);
         }
         Decisions::from_small_vec(admitted)
     }
+}
+
+/// Policy number `taken.len()` refused: gives back what the policies before it took, then
+/// reports every policy as it stands without this request. Out of line, so the admitted path
+/// keeps a small stack frame.
+#[cold]
+#[inline(never)]
+fn refuse(
+    prepared: &MemoryPrepared,
+    key: &RateLimitKey,
+    cost: u64,
+    now: u64,
+    taken: &[Consumed],
+    refusal: Decision,
+) -> Decisions {
+    let mut refused: SmallVec<[Decision; 2]> = SmallVec::new();
+    for ((table, global), consumed) in prepared.tables.iter().zip(taken) {
+        let key = if *global { &GLOBAL } else { key };
+        let charged = if consumed.overflow { &OVERFLOW } else { key };
+        table.refund(charged, *consumed, cost, now);
+        refused.push(table.peek(charged, now, cost));
+    }
+    refused.push(refusal);
+    for (table, global) in &prepared.tables[taken.len() + 1..] {
+        let key = if *global { &GLOBAL } else { key };
+        refused.push(table.peek(key, now, cost));
+    }
+    Decisions::new(refused)
 }
 
 /// Gives memory back after a burst of one-off callers has been swept: a table keeps its
@@ -168,6 +187,7 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("max_keys", &self.inner.max_keys)
             .field("keys", &self.key_count())
+            .field("clock", &self.inner.clock.source())
             .finish()
     }
 }
@@ -212,11 +232,26 @@ impl RateLimitStore for MemoryStore {
     }
 }
 
+/// Decides `cost` units against the GCRA bucket `tat` and, when admitted, takes them. Always
+/// inlined, like [`gcra::check`]: a decision returned through memory cost a store-forwarding
+/// stall (perf annotate on the `ratelimit/hot_key` bench).
+#[inline(always)]
+fn take(tat: &AtomicU64, now: u64, interval: u64, burst: u64, cost: u64) -> Decision {
+    let mut current = tat.load(Ordering::Acquire);
+    loop {
+        let (decision, next) = gcra::check(current, now, interval, burst, cost);
+        let Some(next) = next else { return decision };
+        match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return decision,
+            Err(actual) => current = actual,
+        }
+    }
+}
+
 /// What a successful `consume` took, and from which bucket, so a refund gives it back to
 /// that bucket.
 #[derive(Clone, Copy)]
 struct Consumed {
-    units: u64,
     /// The window charged (sliding window only: the state's, which may be newer than `now`).
     window_index: u64,
     /// Whether the caller was charged in the overflow bucket.
@@ -269,7 +304,9 @@ impl Table {
         }
     }
 
-    /// Decides and, when admitted, consumes. Never writes on a refusal.
+    /// Decides and, when admitted, consumes. Never writes on a refusal. Inlined, so the
+    /// decision travels in registers rather than through a stack copy.
+    #[inline(always)]
     fn consume(
         &self,
         key: &RateLimitKey,
@@ -283,37 +320,20 @@ impl Table {
                 interval,
                 burst,
             } => {
-                let decide = |tat: &AtomicU64, overflow| {
-                    let mut current = tat.load(Ordering::Acquire);
-                    let decision = loop {
-                        let (decision, next) = gcra::check(current, now, *interval, *burst, cost);
-                        let Some(next) = next else { break decision };
-                        match tat.compare_exchange_weak(
-                            current,
-                            next,
-                            Ordering::AcqRel,
-                            Ordering::Acquire,
-                        ) {
-                            Ok(_) => break decision,
-                            Err(actual) => current = actual,
-                        }
-                    };
-                    let consumed = Consumed {
-                        units: cost,
-                        window_index: 0,
-                        overflow,
-                    };
-                    (decision, consumed)
+                let consumed = |overflow| Consumed {
+                    window_index: 0,
+                    overflow,
                 };
                 if let Some(tat) = buckets.get(key) {
-                    return decide(&tat, false);
+                    let decision = take(&tat, now, *interval, *burst, cost);
+                    return (decision, consumed(false));
                 }
                 let overflow = self.admit_key(now, max_keys);
                 let key = if overflow { &OVERFLOW } else { key };
                 let tat = buckets
                     .entry(key.clone())
                     .or_insert_with(|| AtomicU64::new(0));
-                decide(&tat, overflow)
+                (take(&tat, now, *interval, *burst, cost), consumed(overflow))
             }
             TableKind::Window {
                 windows,
@@ -327,7 +347,6 @@ impl Table {
                         *state = next;
                     }
                     let consumed = Consumed {
-                        units: cost,
                         window_index: state.index,
                         overflow,
                     };
@@ -382,13 +401,13 @@ impl Table {
 
     /// Gives back what `consume` took from the bucket of `key` (the one charged). A bucket
     /// swept in the meantime is full anyway: nothing to give back.
-    fn refund(&self, key: &RateLimitKey, consumed: Consumed, now: u64) {
+    fn refund(&self, key: &RateLimitKey, consumed: Consumed, units: u64, now: u64) {
         match &self.kind {
             TableKind::Gcra {
                 buckets, interval, ..
             } => {
                 if let Some(tat) = buckets.get(key) {
-                    let back = consumed.units.saturating_mul(*interval);
+                    let back = units.saturating_mul(*interval);
                     let _ = tat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |tat| {
                         // Never below `now`: a bucket at `now` is exactly as full as one
                         // that has been idle for longer.
@@ -403,9 +422,9 @@ impl Table {
                     let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
                     *state = state.at(now, *window);
                     if state.index == consumed.window_index {
-                        state.current = state.current.saturating_sub(consumed.units);
+                        state.current = state.current.saturating_sub(units);
                     } else if state.index == consumed.window_index + 1 {
-                        state.previous = state.previous.saturating_sub(consumed.units);
+                        state.previous = state.previous.saturating_sub(units);
                     }
                 }
             }
