@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use guardrail_store::StoreError;
 use http::{Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
@@ -14,7 +15,7 @@ use tower_problem_details::{Protocol, ResponseBody};
 use tower_service::Service;
 
 use crate::decision::Decisions;
-use crate::headers::stamp;
+use crate::headers::Stamp;
 use crate::key::RateLimitKey;
 use crate::layer::{Config, State};
 use crate::metrics::{DecisionEvent, Verdict};
@@ -23,7 +24,8 @@ use crate::store::RateLimitStore;
 
 pin_project! {
     /// The response future of [`RateLimit`](crate::RateLimit): waits for the store's
-    /// decision, then either answers itself or calls the inner service.
+    /// decision (unless the store decided at once), then either answers itself or calls the
+    /// inner service.
     pub struct ResponseFuture<S, St, ReqBody>
     where
         S: Service<Request<ReqBody>>,
@@ -33,7 +35,7 @@ pin_project! {
         step: Step<S::Future, St::Future, Response<Bytes>>,
         pending: Option<Pending<S, ReqBody>>,
         context: Option<(Arc<Config>, Arc<State<St>>)>,
-        decisions: Option<Decisions>,
+        stamp: Option<Stamp>,
     }
 }
 
@@ -50,6 +52,95 @@ pin_project! {
         Deciding { #[pin] decision: D },
         Calling { #[pin] future: F },
         Answered { response: Option<R> },
+    }
+}
+
+/// What a decision leads to.
+// Returned and matched at once, never stored: boxing the request would cost an allocation per
+// request to save a move.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Decided<ReqBody> {
+    /// Call the inner service; stamp the response when there was a decision (not when the
+    /// store failed open).
+    Call(Request<ReqBody>, Option<Stamp>),
+    /// The layer's own answer.
+    Answer(Response<Bytes>),
+}
+
+/// Reports the store's answer and turns it into what to do with `request`.
+pub(crate) fn decided<St: RateLimitStore, ReqBody>(
+    config: &Config,
+    state: &State<St>,
+    key: &RateLimitKey,
+    request: Request<ReqBody>,
+    result: Result<Decisions, StoreError>,
+) -> Decided<ReqBody> {
+    let report = |verdict| {
+        config.report(
+            &state.counters,
+            &DecisionEvent {
+                key: Some(key),
+                policies: &config.policies,
+                verdict,
+            },
+        );
+    };
+    let stamp = |decisions| {
+        Stamp::new(
+            &config.policy_header,
+            &config.ratelimit_header,
+            decisions,
+            config.legacy_headers,
+        )
+    };
+    match result {
+        Ok(decisions) if decisions.allowed() || config.shadow => {
+            report(if decisions.allowed() {
+                Verdict::Allowed(&decisions)
+            } else {
+                Verdict::ShadowRejected(&decisions)
+            });
+            Decided::Call(request, Some(stamp(decisions)))
+        }
+        Ok(decisions) => {
+            report(Verdict::Rejected(&decisions));
+            let (rejection, reason) =
+                rejection::quota_exceeded(&config.catalog, &config.policies, &decisions);
+            let mut response = config.responder.respond(
+                rejection,
+                Protocol::detect(request.extensions(), request.headers()),
+            );
+            response.extensions_mut().insert(reason);
+            stamp(decisions).apply(&mut response);
+            Decided::Answer(response)
+        }
+        Err(error) => {
+            // An open breaker logs once when it opens, not per request.
+            #[cfg(feature = "tracing")]
+            if error.kind() != guardrail_store::StoreErrorKind::CircuitOpen {
+                tracing::warn!(
+                    error = %error,
+                    fail_closed = config.fail_closed,
+                    "rate-limit store failed"
+                );
+            }
+            report(Verdict::StoreError {
+                error: &error,
+                rejected: config.fail_closed,
+            });
+            if !config.fail_closed {
+                return Decided::Call(request, None);
+            }
+            let rejection = rejection::store_unavailable(&config.catalog, &error);
+            let mut response = config.responder.respond(
+                rejection,
+                Protocol::detect(request.extensions(), request.headers()),
+            );
+            response
+                .extensions_mut()
+                .insert(RateLimitRejection::StoreUnavailable);
+            Decided::Answer(response)
+        }
     }
 }
 
@@ -74,7 +165,17 @@ where
                 key,
             }),
             context: Some((config, state)),
-            decisions: None,
+            stamp: None,
+        }
+    }
+
+    /// Decided already: the inner service is called.
+    pub(crate) fn calling(future: S::Future, stamp: Option<Stamp>) -> Self {
+        ResponseFuture {
+            step: Step::Calling { future },
+            pending: None,
+            context: None,
+            stamp,
         }
     }
 
@@ -85,7 +186,7 @@ where
             },
             pending: None,
             context: None,
-            decisions: None,
+            stamp: None,
         }
     }
 }
@@ -109,73 +210,16 @@ where
                         request,
                         key,
                     } = this.pending.take().expect("polled after completion");
-                    let (config, state) = this.context.as_ref().expect("set while deciding");
-                    let report = |verdict| {
-                        config.report(
-                            &state.counters,
-                            &DecisionEvent {
-                                key: Some(&key),
-                                policies: &config.policies,
-                                verdict,
-                            },
-                        );
-                    };
-                    match result {
-                        Ok(decisions) if decisions.allowed() || config.shadow => {
-                            report(if decisions.allowed() {
-                                Verdict::Allowed(&decisions)
-                            } else {
-                                Verdict::ShadowRejected(&decisions)
-                            });
-                            *this.decisions = Some(decisions);
+                    let (config, state) = this.context.take().expect("set while deciding");
+                    match decided(&config, &state, &key, request, result) {
+                        Decided::Call(request, stamp) => {
+                            *this.stamp = stamp;
                             let future = inner.call(request);
                             this.step.set(Step::Calling { future });
                         }
-                        Ok(decisions) => {
-                            report(Verdict::Rejected(&decisions));
-                            let (rejection, reason) = rejection::quota_exceeded(
-                                &config.catalog,
-                                &config.policies,
-                                &decisions,
-                            );
-                            let mut response = config.responder.respond(
-                                rejection,
-                                Protocol::detect(request.extensions(), request.headers()),
-                            );
-                            response.extensions_mut().insert(reason);
-                            finish(&mut response, config, decisions);
+                        Decided::Answer(response) => {
                             this.step.set(Step::Answered { response: None });
                             return Poll::Ready(Ok(response.map(ResponseBody::full)));
-                        }
-                        Err(error) => {
-                            // An open breaker logs once when it opens, not per request.
-                            #[cfg(feature = "tracing")]
-                            if error.kind() != guardrail_store::StoreErrorKind::CircuitOpen {
-                                tracing::warn!(
-                                    error = %error,
-                                    fail_closed = config.fail_closed,
-                                    "rate-limit store failed"
-                                );
-                            }
-                            report(Verdict::StoreError {
-                                error: &error,
-                                rejected: config.fail_closed,
-                            });
-                            if config.fail_closed {
-                                let rejection =
-                                    rejection::store_unavailable(&config.catalog, &error);
-                                let mut response = config.responder.respond(
-                                    rejection,
-                                    Protocol::detect(request.extensions(), request.headers()),
-                                );
-                                response
-                                    .extensions_mut()
-                                    .insert(RateLimitRejection::StoreUnavailable);
-                                this.step.set(Step::Answered { response: None });
-                                return Poll::Ready(Ok(response.map(ResponseBody::full)));
-                            }
-                            let future = inner.call(request);
-                            this.step.set(Step::Calling { future });
                         }
                     }
                 }
@@ -184,10 +228,8 @@ where
                     // Answered with nothing left: a further poll hits the `expect` below.
                     this.step.set(Step::Answered { response: None });
                     let mut response = result?.map(ResponseBody::new);
-                    if let (Some(decisions), Some((config, _))) =
-                        (this.decisions.take(), this.context.as_ref())
-                    {
-                        finish(&mut response, config, decisions);
+                    if let Some(stamp) = this.stamp.take() {
+                        stamp.apply(&mut response);
                     }
                     return Poll::Ready(Ok(response));
                 }
@@ -198,18 +240,6 @@ where
             }
         }
     }
-}
-
-/// Stamps the headers and leaves the decisions in the extensions for outer layers.
-fn finish<B>(response: &mut Response<B>, config: &Config, decisions: Decisions) {
-    stamp(
-        response.headers_mut(),
-        &config.policy_header,
-        &config.ratelimit_header,
-        &decisions,
-        config.legacy_headers,
-    );
-    response.extensions_mut().insert(decisions);
 }
 
 impl<S, St, ReqBody> fmt::Debug for ResponseFuture<S, St, ReqBody>

@@ -1,9 +1,9 @@
 //! The response headers: `RateLimit-Policy`, `RateLimit`, `Retry-After`, legacy `X-RateLimit-*`.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderName, HeaderValue, Response};
 use sfv::{KeyRef, ListSerializer, StringRef};
 
-use crate::decision::{Decision, Decisions};
+use crate::decision::Decisions;
 use crate::policy::{Algorithm, Policy, ceil_secs};
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
@@ -130,31 +130,55 @@ fn ratelimit_header(policies: &[Policy], decisions: &Decisions) -> HeaderValue {
     HeaderValue::try_from(text).expect("structured fields are visible ASCII")
 }
 
-/// Writes the headers every response gets.
-pub(crate) fn stamp(
-    headers: &mut HeaderMap,
-    policy_header: &HeaderValue,
-    ratelimit: &RateLimitHeader,
-    decisions: &Decisions,
-    legacy: bool,
-) {
-    headers.insert(RATELIMIT_POLICY, policy_header.clone());
-    headers.insert(RATELIMIT, ratelimit.render(decisions));
-    if legacy && let Some(tightest) = decisions.iter().min_by_key(|d| d.remaining()) {
-        stamp_legacy(headers, tightest);
-    }
+/// What a decided response gets on its way out: the rate-limit headers, rendered when the
+/// decision is made, and the decisions, left in the extensions for outer layers.
+pub(crate) struct Stamp {
+    policy: HeaderValue,
+    ratelimit: HeaderValue,
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` of the tightest policy, when asked for
+    /// (boxed: most layers never ask, and the stamp waits in every response future).
+    legacy: Option<Box<[HeaderValue; 3]>>,
+    decisions: Decisions,
 }
 
-fn stamp_legacy(headers: &mut HeaderMap, decision: &Decision) {
-    headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(decision.limit()));
-    headers.insert(
-        X_RATELIMIT_REMAINING,
-        HeaderValue::from(decision.remaining()),
-    );
-    headers.insert(
-        X_RATELIMIT_RESET,
-        HeaderValue::from(ceil_secs(decision.reset())),
-    );
+impl Stamp {
+    pub(crate) fn new(
+        policy_header: &HeaderValue,
+        ratelimit: &RateLimitHeader,
+        decisions: Decisions,
+        legacy: bool,
+    ) -> Self {
+        let legacy = legacy
+            .then(|| decisions.iter().min_by_key(|d| d.remaining()))
+            .flatten()
+            .map(|tightest| {
+                Box::new([
+                    HeaderValue::from(tightest.limit()),
+                    HeaderValue::from(tightest.remaining()),
+                    HeaderValue::from(ceil_secs(tightest.reset())),
+                ])
+            });
+        Stamp {
+            policy: policy_header.clone(),
+            ratelimit: ratelimit.render(&decisions),
+            legacy,
+            decisions,
+        }
+    }
+
+    /// Writes the headers and leaves the decisions in the extensions.
+    pub(crate) fn apply<B>(self, response: &mut Response<B>) {
+        let headers = response.headers_mut();
+        headers.insert(RATELIMIT_POLICY, self.policy);
+        headers.insert(RATELIMIT, self.ratelimit);
+        if let Some(legacy) = self.legacy {
+            let [limit, remaining, reset] = *legacy;
+            headers.insert(X_RATELIMIT_LIMIT, limit);
+            headers.insert(X_RATELIMIT_REMAINING, remaining);
+            headers.insert(X_RATELIMIT_RESET, reset);
+        }
+        response.extensions_mut().insert(self.decisions);
+    }
 }
 
 #[cfg(test)]

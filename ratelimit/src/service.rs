@@ -10,7 +10,7 @@ use http_body::Body;
 use tower_problem_details::{Protocol, ResponseBody};
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
+use crate::future::{Decided, ResponseFuture, decided};
 use crate::layer::{Config, State};
 use crate::metrics::{DecisionEvent, Verdict};
 use crate::rejection::{self, RateLimitRejection};
@@ -84,6 +84,17 @@ where
             return ResponseFuture::rejected(response);
         };
         let cost = self.config.cost.as_ref().map_or(1, |cost| cost(&parts));
+        if let Some(result) = self.state.store.check_now(&self.state.prepared, &key, cost) {
+            // Decided at once (the memory store): the inner service, made ready by
+            // `poll_ready`, is called here, and the future holds no request, key or `Arc`.
+            let request = Request::from_parts(parts, body);
+            return match decided(&self.config, &self.state, &key, request, result) {
+                Decided::Call(request, stamp) => {
+                    ResponseFuture::calling(self.inner.call(request), stamp)
+                }
+                Decided::Answer(response) => ResponseFuture::rejected(response),
+            };
+        }
         let decision = self.state.store.check(&self.state.prepared, &key, cost);
         // The inner service was driven to readiness by `poll_ready`; take that one into the
         // future and leave a clone behind. See "Be careful when cloning inner services" in

@@ -230,6 +230,15 @@ impl RateLimitStore for MemoryStore {
     fn check(&self, prepared: &MemoryPrepared, key: &RateLimitKey, cost: u64) -> Self::Future {
         ready(Ok(self.decide(prepared, key, cost)))
     }
+
+    fn check_now(
+        &self,
+        prepared: &MemoryPrepared,
+        key: &RateLimitKey,
+        cost: u64,
+    ) -> Option<Result<Decisions, StoreError>> {
+        Some(Ok(self.decide(prepared, key, cost)))
+    }
 }
 
 /// Decides `cost` units against the GCRA bucket `tat` and, when admitted, takes them. Always

@@ -26,4 +26,19 @@ pub trait RateLimitStore: Send + Sync + 'static {
 
     /// Decides a request of `cost` units from `key` against the prepared policies.
     fn check(&self, prepared: &Self::Prepared, key: &RateLimitKey, cost: u64) -> Self::Future;
+
+    /// The same decision as [`check`](Self::check), when the store can make it without
+    /// waiting (the memory store): the layer then calls the inner service from its own `call`,
+    /// without holding the request in its future. `None` (the default) means the layer awaits
+    /// [`check`](Self::check). A store returning `Some` must have consumed exactly what
+    /// `check` would have.
+    fn check_now(
+        &self,
+        prepared: &Self::Prepared,
+        key: &RateLimitKey,
+        cost: u64,
+    ) -> Option<Result<Decisions, StoreError>> {
+        let _ = (prepared, key, cost);
+        None
+    }
 }

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# What the guardrails cost the whole service: GET /v2/orders/{id} with wrk against one build of
+# `orders` in three set-ups, alternating within each round so that all three share the
+# machine's mood: guarded with memory stores, `--demo-disable-guardrails`, and guarded with
+# Redis stores (`--redis`; a GET pays the rate limiter's EVALSHA). The server is pinned to
+# core 0, wrk to core 1. Needs wrk, curl, python3, taskset, and for the Redis row a Redis at
+# $REDIS_URL (default redis://127.0.0.1:6379).
+#
+#   cargo build --release -p orders
+#   examples/orders/docs/service-ratio.sh target/release/orders [ROUNDS] [SECONDS]
+set -euo pipefail
+binary="$1"; rounds="${2:-3}"; seconds="${3:-10}"
+redis="${REDIS_URL:-redis://127.0.0.1:6379}"
+key=wrk_key_123
+order='{"customer_id":"cus_1","items":[{"sku":"a","quantity":1,"unit_price":{"amount":1,"currency":"usd"}}]}'
+for tool in wrk curl python3 taskset; do
+  command -v "$tool" >/dev/null || { echo "$tool is needed (wrk: apt-get install wrk)" >&2; exit 1; }
+done
+
+# Prints the requests per second of one wrk run against a fresh server given extra flags.
+rate() { # flags...
+  local dir port pid id
+  dir="$(mktemp -d)"
+  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  taskset -c 0 "$binary" --listen "127.0.0.1:$port" --database "sqlite://$dir/o.db" --api-keys "$key" \
+    --rate-limit-per-second 1000000 --rate-limit-burst 1000000 "$@" >"$dir/log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
+  id="$(curl -fs "http://127.0.0.1:$port/v2/orders" -H "Authorization: Bearer $key" \
+    -H "Idempotency-Key: \"wrk-$RANDOM$RANDOM\"" -H 'Content-Type: application/json' -d "$order" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+  # Every response must be a 200: a ratio of refusals would measure nothing.
+  taskset -c 1 wrk -t1 -c32 "-d${seconds}s" -H "Authorization: Bearer $key" \
+    "http://127.0.0.1:$port/v2/orders/$id" > "$dir/wrk"
+  if grep -q 'Non-2xx' "$dir/wrk"; then
+    echo "non-2xx answers in $*:" >&2; cat "$dir/wrk" >&2; exit 1
+  fi
+  awk '/Requests\/sec/ {print $2}' "$dir/wrk"
+  kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir"
+}
+
+echo "| round | guarded, memory stores | unguarded | guarded, Redis stores | guarded / unguarded | Redis / memory |"
+echo "|---|---|---|---|---|---|"
+for round in $(seq 1 "$rounds"); do
+  memory="$(rate)"
+  bare="$(rate --demo-disable-guardrails)"
+  redis_rate="$(rate --redis "$redis" --redis-prefix "ratio-$$-$round")"
+  python3 - "$round" "$memory" "$bare" "$redis_rate" <<'PY'
+import sys
+round_, memory, bare, redis = sys.argv[1], *map(float, sys.argv[2:])
+print(f"| {round_} | {memory:,.0f}/s | {bare:,.0f}/s | {redis:,.0f}/s | {memory / bare:.2f} | {redis / memory:.2f} |")
+PY
+done
