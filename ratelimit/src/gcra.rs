@@ -35,7 +35,15 @@ pub(crate) fn check(
             return (decision, Some(new_tat));
         }
     }
-    // In u128 so that no step saturates: `now` may be smaller than a whole window.
+    check_wide(tat, now, interval, burst, cost)
+}
+
+/// [`check`] in 128 bits, so that no step saturates (`now` may be smaller than a whole
+/// window): every case the 64-bit path leaves, and the oracle it is tested against.
+fn check_wide(tat: u64, now: u64, interval: u64, burst: u64, cost: u64) -> (Decision, Option<u64>) {
+    if cost > burst {
+        return (Decision::too_costly(burst), None);
+    }
     let (now, interval) = (u128::from(now), u128::from(interval));
     let tat = u128::from(tat).max(now);
     let new_tat = tat + interval * u128::from(cost);
@@ -72,4 +80,32 @@ fn next_unit(deficit: u128, interval: u128) -> u128 {
 /// Whether a bucket at `tat` is full again at `now`, so forgetting it changes nothing.
 pub(crate) fn is_idle(tat: u64, now: u64) -> bool {
     tat <= now
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{check, check_wide};
+
+    fn figure() -> impl Strategy<Value = u64> {
+        prop_oneof![0_u64..10_000, any::<u64>(), Just(u64::MAX)]
+    }
+
+    proptest! {
+        /// The 64-bit fast path decides, and stores, exactly what the 128-bit arithmetic does.
+        #[test]
+        fn prop_the_64_bit_path_agrees_with_the_128_bit_one(
+            tat in figure(),
+            now in figure(),
+            interval in prop_oneof![1_u64..1_000_000_000, any::<u64>().prop_map(|i| i.max(1))],
+            burst in prop_oneof![1_u64..1_000, any::<u64>().prop_map(|b| b.max(1))],
+            cost in 0_u64..1_000,
+        ) {
+            prop_assert_eq!(
+                check(tat, now, interval, burst, cost),
+                check_wide(tat, now, interval, burst, cost)
+            );
+        }
+    }
 }

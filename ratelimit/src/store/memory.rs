@@ -134,8 +134,7 @@ impl MemoryStore {
 
 /// Policy number `taken.len()` refused: gives back what the policies before it took, then
 /// reports every policy as it stands without this request. Out of line, so the admitted path
-/// keeps a small stack frame.
-#[cold]
+/// keeps a small stack frame (not `#[cold]`: under a flood, refusals are the common case).
 #[inline(never)]
 fn refuse(
     prepared: &MemoryPrepared,
@@ -157,7 +156,7 @@ fn refuse(
         let key = if *global { &GLOBAL } else { key };
         refused.push(table.peek(key, now, cost));
     }
-    Decisions::new(refused)
+    Decisions::from_small_vec(refused)
 }
 
 /// Gives memory back after a burst of one-off callers has been swept: a table keeps its
