@@ -143,9 +143,9 @@ fn memory(c: &mut Criterion) {
     cases(c, &runtime, "idempotency/memory", roomy_store());
 }
 
-/// How the first execution's cost grows with the body, beside the bare hash of that body
-/// (BLAKE3, the fingerprint's, and SHA-256, version 1's) and the bare service: the layer's
-/// cost per KiB against the hash's.
+/// How the first execution's cost grows with the body, beside the bare hashes of that body
+/// (the fingerprint takes SHA-256 below 4 KiB, BLAKE3 from there) and the bare service: the
+/// layer's cost per KiB against the hash's, and where one hash overtakes the other.
 fn body_sizes(c: &mut Criterion) {
     use sha2::Digest as _;
 
@@ -160,6 +160,8 @@ fn body_sizes(c: &mut Criterion) {
     let mut group = c.benchmark_group("idempotency/memory_body_size");
     for (label, size) in [
         ("1 KiB", 1usize << 10),
+        ("4 KiB", 1 << 12),
+        ("16 KiB", 1 << 14),
         ("64 KiB", 1 << 16),
         ("1 MiB", 1 << 20),
     ] {
@@ -168,7 +170,6 @@ fn body_sizes(c: &mut Criterion) {
         group.bench_function(format!("sha256 of the body/{label}"), |b| {
             b.iter(|| sha2::Sha256::digest(black_box(&body)));
         });
-        // The fingerprint's hash since version 2.
         group.bench_function(format!("blake3 of the body/{label}"), |b| {
             b.iter(|| blake3::hash(black_box(&body)));
         });

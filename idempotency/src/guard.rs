@@ -1,8 +1,9 @@
 //! [`ClaimGuard`]: a held claim, kept alive while the handler runs and settled however the
 //! request ends.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
@@ -49,6 +50,11 @@ impl<St: IdempotencyStore> ClaimGuard<St> {
     pub(crate) async fn hold_while<F: Future>(&self, call: F, lease: Duration) -> F::Output {
         let every = lease / 3;
         let mut call = pin!(call);
+        // A handler that answers on its first poll needs no timer: arming one reads the clock
+        // and takes the timer wheel's lock, twice (armed, then cancelled), per request.
+        if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+            return output;
+        }
         loop {
             let tick = pin!(tokio::time::sleep(every));
             match select(call.as_mut(), tick).await {
@@ -115,9 +121,9 @@ impl<St: IdempotencyStore> ClaimGuard<St> {
 /// dropped half way through it.
 async fn settle(write: impl Future<Output = ()> + Send + 'static) {
     let mut unfinished = Unfinished(Some(Box::pin(write)));
-    std::future::poll_fn(|cx| match unfinished.0.as_mut() {
+    poll_fn(|cx| match unfinished.0.as_mut() {
         Some(write) => write.as_mut().poll(cx),
-        None => std::task::Poll::Ready(()),
+        None => Poll::Ready(()),
     })
     .await;
     unfinished.0 = None;

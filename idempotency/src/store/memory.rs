@@ -347,11 +347,10 @@ impl MemoryStore {
                 // The held claim stays counted while room is made for what the record adds,
                 // so falling back to a record of the claim's own size always fits.
                 let next = inner.fit(&mut shard, key.scope(), next, held_bytes, now);
-                inner.detach(&mut shard, &key);
                 if let Some(smaller) = held_bytes.checked_sub(next.bytes()) {
                     inner.bytes.fetch_sub(smaller, Ordering::AcqRel);
                 }
-                inner.attach(&mut shard, key, next);
+                inner.replace(&mut shard, key, next);
             }
         }
         Fenced::Applied
@@ -373,6 +372,31 @@ impl Inner {
             usage.completed.insert((*until, key));
         }
         shard.entries.insert(key, slot);
+    }
+
+    /// Puts `slot`, whose bytes are already reserved in the total, in place of the in-flight
+    /// claim held at `key`, in the table and in its scope's count: one lookup, where a
+    /// removal and an insertion would probe the table twice and move the record.
+    fn replace(&self, shard: &mut Shard, key: StoreKey, slot: Slot) {
+        let Shard {
+            entries, scopes, ..
+        } = shard;
+        let usage = scopes.entry(key.scope()).or_default();
+        usage.bytes += slot.bytes();
+        if let Slot::Completed { until, .. } = &slot {
+            usage.completed.insert((*until, key));
+        }
+        let held = match entries.get_mut(&key) {
+            Some(held) => std::mem::replace(held, slot),
+            None => {
+                entries.insert(key, slot);
+                return;
+            }
+        };
+        usage.bytes -= held.bytes();
+        if let Slot::Completed { until, .. } = &held {
+            usage.completed.remove(&(*until, key));
+        }
     }
 
     /// Takes `key`'s entry out of the table and its scope's count (not the total).

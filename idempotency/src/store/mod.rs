@@ -95,8 +95,9 @@ impl fmt::Debug for ScopeId {
 
 /// A hash of what makes two requests "the same request": method, path and query, content
 /// type and body. A key reused with another fingerprint is refused (422). Opaque to stores,
-/// which keep its 32 bytes as they are: the layer writes a version byte and 31 bytes of
-/// BLAKE3, and still recognizes the bare SHA-256 of earlier releases.
+/// which keep its 32 bytes as they are: the layer writes a tag byte naming the hash and 31
+/// bytes of it (SHA-256 below 4 KiB of body, BLAKE3 from there), and still recognizes the
+/// bare SHA-256 of earlier releases.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub(crate) [u8; 32]);
 
