@@ -1112,3 +1112,93 @@ async fn a_grpc_reply_over_the_response_limit_goes_through_whole_and_is_not_kept
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
+
+/// The version 1 fingerprint (a bare SHA-256 over length-prefixed fields) that releases before
+/// tagged fingerprints stored for `POST /orders?x=1` with a JSON `body`.
+fn version_1_fingerprint(body: &[u8]) -> Fingerprint {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for field in [
+        &b"tower-idempotency/request/v1"[..],
+        b"POST",
+        b"/orders?x=1",
+        b"application/json",
+        body,
+    ] {
+        hash.update(u64::try_from(field.len()).unwrap().to_be_bytes());
+        hash.update(field);
+    }
+    Fingerprint::from_bytes(hash.finalize().into())
+}
+
+/// A store as an earlier release used it: every fingerprint it writes is `written`, the
+/// version 1 fingerprint of the request it serves.
+#[derive(Clone)]
+struct EarlierRelease {
+    store: MemoryStore,
+    written: Fingerprint,
+}
+
+impl IdempotencyStore for EarlierRelease {
+    fn claim(&self, key: StoreKey, _: Fingerprint, lease: Duration) -> StoreFuture<Claim> {
+        self.store.claim(key, self.written, lease)
+    }
+    fn complete(
+        &self,
+        key: StoreKey,
+        token: FencingToken,
+        _: Fingerprint,
+        outcome: Completion,
+        ttl: Duration,
+    ) -> StoreFuture<Fenced> {
+        self.store.complete(key, token, self.written, outcome, ttl)
+    }
+    fn release(&self, key: StoreKey, token: FencingToken) -> StoreFuture<Fenced> {
+        self.store.release(key, token)
+    }
+    fn renew(&self, key: StoreKey, token: FencingToken, lease: Duration) -> StoreFuture<Fenced> {
+        self.store.renew(key, token, lease)
+    }
+}
+
+/// Upgrading loses no record: a retry of a request an earlier release recorded (with a version
+/// 1 fingerprint) replays, for a small body (SHA-256 now) and a large one (BLAKE3 now), and the
+/// same key with another body is still refused.
+#[tokio::test]
+async fn records_written_with_version_1_fingerprints_still_replay_after_the_upgrade() {
+    let small: &'static str = "{\"sku\":1}";
+    // Leaked: `post` takes a `&'static str`, and 8 KiB once per test run costs nothing.
+    let large: &'static str = Box::leak(format!("{{\"note\":\"{}\"}}", "x".repeat(8192)).into());
+    for body in [small, large] {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let store = MemoryStore::new();
+        let earlier = EarlierRelease {
+            store: store.clone(),
+            written: version_1_fingerprint(body.as_bytes()),
+        };
+        let before = ServiceBuilder::new()
+            .layer(IdempotencyLayer::new(earlier, tenant_scope()))
+            .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+        let original = before.oneshot(post(Some("k"), body)).await.unwrap();
+        assert_eq!(original.status(), StatusCode::CREATED);
+        let original = text(original).await;
+
+        let after = ServiceBuilder::new()
+            .layer(IdempotencyLayer::new(store, tenant_scope()))
+            .service(counting(Arc::clone(&runs), StatusCode::CREATED));
+        let retry = after.clone().oneshot(post(Some("k"), body)).await.unwrap();
+        assert_eq!(retry.status(), StatusCode::CREATED, "{} bytes", body.len());
+        assert_eq!(
+            retry.extensions().get(),
+            Some(&IdempotencyOutcome::Replayed)
+        );
+        assert_eq!(text(retry).await, original);
+
+        let other = after.oneshot(post(Some("k"), "{\"sku\":2}")).await.unwrap();
+        assert_eq!(
+            other.extensions().get(),
+            Some(&IdempotencyRejection::Reused)
+        );
+        assert_eq!(runs.load(Ordering::SeqCst), 1, "the handler ran once");
+    }
+}
