@@ -141,6 +141,30 @@ fn memory(c: &mut Criterion) {
         .build()
         .expect("runtime");
     cases(c, &runtime, "idempotency/memory", roomy_store());
+
+    // The steady state of a long-running service: a store at its default bound (64 MiB, one
+    // tenant's share 8 MiB), filled first, so that every new record evicts the tenant's oldest.
+    let mut group = c.benchmark_group("idempotency/memory");
+    let store = MemoryStore::new();
+    let share =
+        tower_idempotency::DEFAULT_MAX_BYTES / tower_idempotency::DEFAULT_SCOPE_SHARE_DIVISOR;
+    let mut service = layered(store.clone());
+    let run = std::process::id();
+    // Until the tenant's share is full: each record takes at least `ENTRY_OVERHEAD` bytes,
+    // so this ends within share / ENTRY_OVERHEAD requests.
+    let mut index = 0;
+    while store.usage().bytes + tower_idempotency::ENTRY_OVERHEAD <= share {
+        runtime.block_on(send(&mut service, request(&format!("{run}-fill-{index}"))));
+        index += 1;
+    }
+    let counter = AtomicU64::new(0);
+    group.bench_function("first execution, store at its bound", |b| {
+        b.iter(|| {
+            let key = format!("{run}-{}", counter.fetch_add(1, Ordering::Relaxed));
+            runtime.block_on(send(&mut service, request(&key)))
+        });
+    });
+    group.finish();
 }
 
 /// How the first execution's cost grows with the body, beside the bare hashes of that body
