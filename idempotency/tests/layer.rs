@@ -1114,7 +1114,8 @@ async fn a_grpc_reply_over_the_response_limit_goes_through_whole_and_is_not_kept
 }
 
 /// The version 1 fingerprint (a bare SHA-256 over length-prefixed fields) that releases before
-/// tagged fingerprints stored for `POST /orders?x=1` with a JSON `body`.
+/// tagged fingerprints stored for `POST /orders?x=1` with a JSON `body`, written out byte for
+/// byte: the oracle that pins the format old records hold.
 fn version_1_fingerprint(body: &[u8]) -> Fingerprint {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();

@@ -105,6 +105,24 @@ struct ScopeUsage {
     completed: BTreeSet<(Instant, StoreKey)>,
 }
 
+impl ScopeUsage {
+    /// Counts `slot`, stored at `key`.
+    fn count(&mut self, key: StoreKey, slot: &Slot) {
+        self.bytes += slot.bytes();
+        if let Slot::Completed { until, .. } = slot {
+            self.completed.insert((*until, key));
+        }
+    }
+
+    /// Stops counting `slot`, no longer stored at `key`.
+    fn uncount(&mut self, key: StoreKey, slot: &Slot) {
+        self.bytes -= slot.bytes();
+        if let Slot::Completed { until, .. } = slot {
+            self.completed.remove(&(*until, key));
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Slot {
     InFlight {
@@ -366,11 +384,11 @@ impl Inner {
 
     /// Adds `slot`, whose bytes are already reserved in the total, to its scope's count.
     fn attach(&self, shard: &mut Shard, key: StoreKey, slot: Slot) {
-        let usage = shard.scopes.entry(key.scope()).or_default();
-        usage.bytes += slot.bytes();
-        if let Slot::Completed { until, .. } = &slot {
-            usage.completed.insert((*until, key));
-        }
+        shard
+            .scopes
+            .entry(key.scope())
+            .or_default()
+            .count(key, &slot);
         shard.entries.insert(key, slot);
     }
 
@@ -382,20 +400,12 @@ impl Inner {
             entries, scopes, ..
         } = shard;
         let usage = scopes.entry(key.scope()).or_default();
-        usage.bytes += slot.bytes();
-        if let Slot::Completed { until, .. } = &slot {
-            usage.completed.insert((*until, key));
-        }
-        let held = match entries.get_mut(&key) {
-            Some(held) => std::mem::replace(held, slot),
+        usage.count(key, &slot);
+        match entries.get_mut(&key) {
+            Some(held) => usage.uncount(key, &std::mem::replace(held, slot)),
             None => {
                 entries.insert(key, slot);
-                return;
             }
-        };
-        usage.bytes -= held.bytes();
-        if let Slot::Completed { until, .. } = &held {
-            usage.completed.remove(&(*until, key));
         }
     }
 
@@ -403,10 +413,7 @@ impl Inner {
     fn detach(&self, shard: &mut Shard, key: &StoreKey) -> Option<Slot> {
         let slot = shard.entries.remove(key)?;
         if let Some(usage) = shard.scopes.get_mut(&key.scope()) {
-            usage.bytes -= slot.bytes();
-            if let Slot::Completed { until, .. } = &slot {
-                usage.completed.remove(&(*until, *key));
-            }
+            usage.uncount(*key, &slot);
             if usage.bytes == 0 {
                 shard.scopes.remove(&key.scope());
             }
