@@ -13,7 +13,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use tokio::runtime::Runtime;
@@ -233,4 +233,38 @@ criterion_group! {
     config = Criterion::default().measurement_time(std::time::Duration::from_secs(3)).sample_size(30);
     targets = memory, body_sizes, redis
 }
-criterion_main!(benches);
+/// Instruction counts, for `valgrind --tool=callgrind`, whose counts repeat run after run on a
+/// shared machine where the wall clock does not: `IDEMPOTENCY_COUNT=<case>:<requests>` runs
+/// that many requests of one case (`bare`, `first`, `replay`) and no criterion bench; a run of
+/// 0 requests gives the set-up's count to subtract. See `benches/README.md`.
+fn count(spec: &str) {
+    let (case, requests) = spec
+        .split_once(':')
+        .expect("IDEMPOTENCY_COUNT=<case>:<requests>");
+    let requests: u64 = requests.parse().expect("a number of requests");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut service = layered(roomy_store());
+    let mut bare = handler::<Body>();
+    runtime.block_on(send(&mut service, request("replayed")));
+    for index in 0..requests {
+        let body = match case {
+            "bare" => runtime.block_on(send(&mut bare, request("unused"))),
+            "first" => runtime.block_on(send(&mut service, request(&format!("key-{index}")))),
+            "replay" => runtime.block_on(send(&mut service, request("replayed"))),
+            other => panic!("unknown case {other}: bare, first or replay"),
+        };
+        black_box(body);
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("IDEMPOTENCY_COUNT") {
+        count(&spec);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -298,9 +298,100 @@ fn grpc_messages_started(data: &[u8]) -> usize {
     started
 }
 
+/// A whole body, as [`BodyExt::collect`](http_body_util::BodyExt::collect) reads it, but
+/// without the buffer list it builds: a body of one data frame (a `Full`, most request and
+/// response bodies in one read) comes out as that frame, with no allocation and no copy; more
+/// frames are joined into one buffer. Bounded by what the caller wraps the body in
+/// ([`Limited`](http_body_util::Limited)), as `collect` is.
+pub(crate) async fn read_whole<B>(body: B) -> Result<(Bytes, Option<HeaderMap>), B::Error>
+where
+    B: Body<Data = Bytes>,
+{
+    use http_body_util::BodyExt as _;
+
+    let mut body = std::pin::pin!(body);
+    let mut first = None::<Bytes>;
+    let mut joined = None::<BytesMut>;
+    let mut trailers = None::<HeaderMap>;
+    while let Some(frame) = body.as_mut().frame().await {
+        let frame = match frame?.into_data() {
+            Ok(data) => {
+                match (&mut joined, first.take()) {
+                    (Some(joined), _) => joined.extend_from_slice(&data),
+                    (None, None) => first = Some(data),
+                    (None, Some(earlier)) => {
+                        let mut buffer = BytesMut::with_capacity(earlier.len() + data.len());
+                        buffer.extend_from_slice(&earlier);
+                        buffer.extend_from_slice(&data);
+                        joined = Some(buffer);
+                    }
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(more) = frame.into_trailers() {
+            match &mut trailers {
+                Some(trailers) => trailers.extend(more),
+                None => trailers = Some(more),
+            }
+        }
+    }
+    let data = joined.map_or_else(|| first.unwrap_or_default(), BytesMut::freeze);
+    Ok((data, trailers))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
     use super::*;
+
+    fn frames(frames: Vec<Frame<Bytes>>) -> impl Body<Data = Bytes, Error = Infallible> {
+        http_body_util::StreamBody::new(futures_util::stream::iter(
+            frames.into_iter().map(Ok::<_, Infallible>),
+        ))
+    }
+
+    fn whole(body: impl Body<Data = Bytes, Error = Infallible>) -> (Bytes, Option<HeaderMap>) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        match runtime.block_on(read_whole(body)) {
+            Ok(whole) => whole,
+            Err(never) => match never {},
+        }
+    }
+
+    #[test]
+    fn a_body_of_one_frame_is_read_without_a_copy() {
+        let data = Bytes::from(vec![7u8; 1024]);
+        let (read, trailers) = whole(http_body_util::Full::new(data.clone()));
+        assert_eq!(read.as_ptr(), data.as_ptr(), "the frame itself, not a copy");
+        assert_eq!(read.len(), 1024);
+        assert!(trailers.is_none());
+    }
+
+    #[test]
+    fn frames_are_joined_in_order_and_trailers_merged() {
+        let mut first = HeaderMap::new();
+        first.insert("grpc-status", HeaderValue::from_static("0"));
+        let mut second = HeaderMap::new();
+        second.insert("grpc-message", HeaderValue::from_static("ok"));
+        let (read, trailers) = whole(frames(vec![
+            Frame::data(Bytes::from_static(b"ab")),
+            Frame::data(Bytes::from_static(b"")),
+            Frame::data(Bytes::from_static(b"cd")),
+            Frame::trailers(first),
+            Frame::data(Bytes::from_static(b"e")),
+            Frame::trailers(second),
+        ]));
+        assert_eq!(read, Bytes::from_static(b"abcde"));
+        let trailers = trailers.expect("trailers");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["grpc-message"], "ok");
+        assert!(whole(frames(Vec::new())).0.is_empty());
+    }
 
     #[test]
     fn messages_are_counted_from_their_prefixes() {

@@ -63,29 +63,22 @@ pub(crate) fn replayable(name: &HeaderName) -> bool {
     !NEVER_REPLAYED.contains(&name.as_str())
 }
 
-/// The allow-listed header lines of `headers`, raw and in order, and for a gRPC answer the
-/// lines it cannot do without.
+/// The allow-listed header lines of `headers`, raw and in the response's order, and for a
+/// gRPC answer the lines it cannot do without.
 pub(crate) fn keep_headers(
     headers: &HeaderMap,
     allowed: &[HeaderName],
     protocol: Protocol,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    let mut kept = Vec::new();
-    for name in allowed {
-        for value in headers.get_all(name) {
-            kept.push((name.clone(), value.clone()));
-        }
-    }
-    if protocol == Protocol::Grpc {
-        for name in &GRPC_REPLAYED {
-            if !allowed.contains(name) {
-                for value in headers.get_all(name) {
-                    kept.push((name.clone(), value.clone()));
-                }
-            }
-        }
-    }
-    kept
+    // One pass over the response's lines, each looked up in the allow-list: a response has
+    // fewer lines than the list has names (ten by default), and a list scan is a few
+    // comparisons where `get_all` per listed name hashes each name.
+    let grpc = protocol == Protocol::Grpc;
+    headers
+        .iter()
+        .filter(|(name, _)| allowed.contains(name) || (grpc && GRPC_REPLAYED.contains(name)))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
 }
 
 /// The replayed response: the original status, kept header lines, body and trailers, and

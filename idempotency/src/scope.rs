@@ -1,5 +1,6 @@
 //! Whose key it is: the scope that keeps one caller's keys apart from another's.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::store::{Fingerprint, ScopeId, StoreKey};
 
-type ScopeFn = dyn Fn(&Parts) -> Option<Vec<u8>> + Send + Sync;
+// Borrowed where it can be: a header's value is the scope as it stands, with no copy.
+type ScopeFn = dyn for<'a> Fn(&'a Parts) -> Option<Cow<'a, [u8]>> + Send + Sync;
 
 /// Takes the scope (the tenant, account or API key) from a request.
 ///
@@ -28,7 +30,7 @@ impl Scope {
         F: Fn(&Parts) -> Option<String> + Send + Sync + 'static,
     {
         Scope(Some(Arc::new(move |parts: &Parts| {
-            extract(parts).map(String::into_bytes)
+            extract(parts).map(|scope| Cow::Owned(scope.into_bytes()))
         })))
     }
 
@@ -39,7 +41,7 @@ impl Scope {
             parts
                 .headers
                 .get(&name)
-                .map(|value| value.as_bytes().to_vec())
+                .map(|value| Cow::Borrowed(value.as_bytes()))
         })))
     }
 
@@ -50,9 +52,9 @@ impl Scope {
     }
 
     /// The scope of a request: `None` when the extractor finds none.
-    pub(crate) fn extract(&self, parts: &Parts) -> Option<Vec<u8>> {
+    pub(crate) fn extract<'a>(&self, parts: &'a Parts) -> Option<Cow<'a, [u8]>> {
         match &self.0 {
-            None => Some(Vec::new()),
+            None => Some(Cow::Borrowed(&[])),
             Some(extract) => extract(parts),
         }
     }

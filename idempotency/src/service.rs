@@ -12,13 +12,13 @@ use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::request::Parts;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{LengthLimitError, Limited};
 use tokio::time::Instant;
 use tower_problem_details::{GRPC_STATUS, GrpcCode, Protocol};
 use tower_service::Service;
 
 use crate::IdempotencyOutcome;
-use crate::body::{Renewal, RequestBody, ResponseBody, Settlement, Tee, lines};
+use crate::body::{Renewal, RequestBody, ResponseBody, Settlement, Tee, lines, read_whole};
 use crate::guard::ClaimGuard;
 use crate::key::{self, ScopedKey};
 use crate::layer::Config;
@@ -202,20 +202,20 @@ where
     let Some(scope) = config.scope.extract(&parts) else {
         return refuse(IdempotencyRejection::ScopeMissing);
     };
+    let scoped = store_key(&scope, &key);
     // The body is part of the fingerprint, so it is read before anything is claimed.
     let limit = config.max_request_body;
     if declared_length(&parts.headers).is_some_and(|length| length > limit) {
         return refuse(IdempotencyRejection::PayloadTooLarge { limit });
     }
-    let body = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    let body = match read_whole(Limited::new(body, limit)).await {
+        Ok((data, _trailers)) => data,
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             return refuse(IdempotencyRejection::PayloadTooLarge { limit });
         }
         Err(_) => return refuse(IdempotencyRejection::BodyUnreadable),
     };
     let fingerprint = fingerprint(&parts, &body);
-    let scoped = store_key(&scope, &key);
     Ok(Ok(Admitted {
         parts,
         body,
@@ -377,10 +377,11 @@ where
         )));
     }
     // Only whether it failed matters; the error itself may not be `Send`.
-    match body.collect().await.map_err(drop) {
-        Ok(collected) => {
-            let trailers = collected.trailers().cloned();
-            let bytes = collected.to_bytes();
+    // Bounded by the size hint's upper bound, checked above, and by the limit should the
+    // body send more than it announced.
+    let limited = Limited::new(body, config.max_response_body);
+    match read_whole(limited).await.map_err(drop) {
+        Ok((bytes, trailers)) => {
             let stored = StoredResponse {
                 body: bytes.clone(),
                 trailers: trailers.as_ref().map(lines).unwrap_or_default(),

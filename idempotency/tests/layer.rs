@@ -859,6 +859,66 @@ impl http_body::Body for MaybeStuck {
     }
 }
 
+/// A response body that announces at most 4 bytes and sends 64: a handler that lies.
+struct Overlong(Option<Bytes>);
+
+impl http_body::Body for Overlong {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(
+            self.get_mut()
+                .0
+                .take()
+                .map(|data| Ok(http_body::Frame::data(data))),
+        )
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let mut hint = http_body::SizeHint::new();
+        hint.set_upper(4);
+        hint
+    }
+}
+
+#[tokio::test]
+async fn a_response_body_longer_than_its_size_hint_is_cut_at_the_limit_and_not_kept() {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let runs = Arc::clone(&runs);
+        service_fn(move |_: Request<Inner>| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            let body = Overlong(Some(Bytes::from(vec![b'x'; 64])));
+            async { Ok::<_, Infallible>(Response::new(body)) }
+        })
+    };
+    let service = ServiceBuilder::new()
+        .layer(IdempotencyLayer::new(MemoryStore::new(), tenant_scope()).max_response_body(8))
+        .service(handler);
+    let first = service
+        .clone()
+        .oneshot(post(Some("k"), "{}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        first.extensions().get::<IdempotencyRejection>(),
+        Some(&IdempotencyRejection::ResponseBodyFailed),
+        "64 bytes are never buffered under an 8-byte limit"
+    );
+    assert_eq!(first.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let retry = service.oneshot(post(Some("k"), "{}")).await.unwrap();
+    assert_eq!(
+        retry.extensions().get::<IdempotencyRejection>(),
+        Some(&IdempotencyRejection::ResultUnavailable),
+        "the handler ran once: it must not run again"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_request_dropped_after_the_handler_answered_is_never_run_again() {
     let runs = Arc::new(AtomicUsize::new(0));
