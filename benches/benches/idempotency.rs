@@ -233,15 +233,10 @@ criterion_group! {
     config = Criterion::default().measurement_time(std::time::Duration::from_secs(3)).sample_size(30);
     targets = memory, body_sizes, redis
 }
-/// Instruction counts, for `valgrind --tool=callgrind`, whose counts repeat run after run on a
-/// shared machine where the wall clock does not: `IDEMPOTENCY_COUNT=<case>:<requests>` runs
-/// that many requests of one case (`bare`, `first`, `replay`) and no criterion bench; a run of
-/// 0 requests gives the set-up's count to subtract. See `benches/README.md`.
-fn count(spec: &str) {
-    let (case, requests) = spec
-        .split_once(':')
-        .expect("IDEMPOTENCY_COUNT=<case>:<requests>");
-    let requests: u64 = requests.parse().expect("a number of requests");
+/// Instruction counts, for `valgrind --tool=callgrind` (`benches/count.sh`):
+/// `IDEMPOTENCY_COUNT=<case>:<requests>` runs that many requests of one case (`bare`, `first`,
+/// `replay`) and no criterion bench; a run of 0 requests gives the set-up's count to subtract.
+fn count(case: &str, requests: u64) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -261,8 +256,8 @@ fn count(spec: &str) {
 }
 
 fn main() {
-    if let Ok(spec) = std::env::var("IDEMPOTENCY_COUNT") {
-        count(&spec);
+    if let Some((case, requests)) = guardrail_benches::count_request("IDEMPOTENCY_COUNT") {
+        count(&case, requests);
         return;
     }
     benches();

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota as GovernorQuota, RateLimiter};
 use http::{Request, Response};
@@ -198,16 +198,13 @@ where
     response.headers().len()
 }
 
-fn layer(c: &mut Criterion) {
-    let runtime = Runtime::new().expect("runtime");
-    let peer = SocketAddr::new(addresses(1)[0], 40_000);
-    let mut group = c.benchmark_group("ratelimit/layer");
-
-    let bare = service_fn(ok);
-    group.bench_function("bare service", |b| {
-        b.iter(|| black_box(runtime.block_on(send(&bare, peer))));
-    });
-
+/// The three services `ratelimit/layer` compares: the inner service alone, ours over it, and
+/// `tower_governor`'s over it.
+fn layer_services() -> (
+    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone,
+    impl Service<Request<Body>, Response = Response<impl Sized>, Error = impl std::fmt::Debug> + Clone,
+    impl Service<Request<Body>, Response = Response<impl Sized>, Error = impl std::fmt::Debug> + Clone,
+) {
     let ours = RateLimitLayer::new(
         MemoryStore::new(),
         [policy()],
@@ -215,10 +212,6 @@ fn layer(c: &mut Criterion) {
     )
     .expect("layer")
     .layer(service_fn(ok));
-    group.bench_function("tower-ratelimit", |b| {
-        b.iter(|| black_box(runtime.block_on(send(&ours, peer))));
-    });
-
     let config = GovernorConfigBuilder::default()
         .per_nanosecond(1)
         .burst_size(RATE)
@@ -227,11 +220,55 @@ fn layer(c: &mut Criterion) {
         .finish()
         .expect("config");
     let theirs = GovernorLayer::new(config).layer(service_fn(ok));
+    (service_fn(ok), ours, theirs)
+}
+
+fn layer(c: &mut Criterion) {
+    let runtime = Runtime::new().expect("runtime");
+    let peer = SocketAddr::new(addresses(1)[0], 40_000);
+    let mut group = c.benchmark_group("ratelimit/layer");
+    let (bare, ours, theirs) = layer_services();
+    group.bench_function("bare service", |b| {
+        b.iter(|| black_box(runtime.block_on(send(&bare, peer))));
+    });
+    group.bench_function("tower-ratelimit", |b| {
+        b.iter(|| black_box(runtime.block_on(send(&ours, peer))));
+    });
     group.bench_function("tower_governor (use_headers)", |b| {
         b.iter(|| black_box(runtime.block_on(send(&theirs, peer))));
     });
     group.finish();
 }
 
+/// Instruction counts for `ratelimit/layer`, for `valgrind --tool=callgrind`
+/// (`benches/count.sh`): `RATELIMIT_COUNT=<case>:<requests>` sends that many requests through
+/// one service (`bare`, `ours`, `theirs`) on a current-thread runtime, and no criterion bench;
+/// a run of 0 requests gives the set-up's count to subtract.
+fn count(case: &str, requests: u64) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let peer = SocketAddr::new(addresses(1)[0], 40_000);
+    let (bare, ours, theirs) = layer_services();
+    for _ in 0..requests {
+        let headers = match case {
+            "bare" => runtime.block_on(send(&bare, peer)),
+            "ours" => runtime.block_on(send(&ours, peer)),
+            "theirs" => runtime.block_on(send(&theirs, peer)),
+            other => panic!("unknown case {other}: bare, ours or theirs"),
+        };
+        black_box(headers);
+    }
+}
+
 criterion_group!(benches, hot_key, random_keys, many_keys, layer);
-criterion_main!(benches);
+
+fn main() {
+    if let Some((case, requests)) = guardrail_benches::count_request("RATELIMIT_COUNT") {
+        count(&case, requests);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,1 +1,25 @@
 //! Criterion benches for the API guardrail crates; see `benches/` and the README.
+//!
+//! The one piece the benches share is the instruction-count mode ([`count_request`]): a bench
+//! that supports it runs one case a given number of times, without criterion, so that
+//! `valgrind --tool=callgrind` (see `count.sh`) counts the instructions it takes. Counts repeat
+//! from run to run on a shared machine where the wall clock does not.
+
+/// The case and number of requests asked for by the environment variable `var`, set as
+/// `<case>:<requests>`, or `None` when it is unset (the bench then runs under criterion).
+///
+/// # Panics
+///
+/// When the variable is set but is not `<case>:<requests>` with a decimal number: a mistyped
+/// request for counts must not quietly run the whole criterion bench under valgrind.
+#[must_use]
+pub fn count_request(var: &str) -> Option<(String, u64)> {
+    let spec = std::env::var(var).ok()?;
+    let Some((case, requests)) = spec.split_once(':') else {
+        panic!("{var}={spec}: expected <case>:<requests>");
+    };
+    let Ok(requests) = requests.parse() else {
+        panic!("{var}={spec}: {requests} is not a number of requests");
+    };
+    Some((case.to_owned(), requests))
+}

@@ -1,8 +1,12 @@
 //! The `Idempotency-Key` header: parsing, and the key the handler can read.
 
+use std::borrow::Cow;
+use std::convert::Infallible;
+
 use http::HeaderMap;
 #[cfg(test)]
 use http::HeaderValue;
+use sfv::visitor::{Ignored, parameter_visitor_with};
 
 use crate::store::{FencingToken, StoreKey};
 
@@ -114,10 +118,25 @@ pub fn parse_idempotency_key_value(value: &[u8], max_len: usize) -> Result<Strin
     Ok(key)
 }
 
+/// The bare item when it is a String, borrowed from the input unless it had escapes: through
+/// `sfv`'s visitor, so that no `Item` and no parameter list is built (that was a quarter of
+/// the layer's own instructions on a replay).
+fn sf_string(bytes: &[u8]) -> Option<Cow<'_, sfv::StringRef>> {
+    let visit = |bare_item| {
+        let string = match bare_item {
+            sfv::BareItemFromInput::String(string) => Some(string),
+            _ => None,
+        };
+        Ok::<_, Infallible>(parameter_visitor_with(Ignored, move |_| Ok(string)))
+    };
+    sfv::Parser::new(bytes)
+        .parse_item_with_visitor(visit)
+        .ok()
+        .flatten()
+}
+
 fn parse_value(bytes: &[u8]) -> Result<String, KeyError> {
-    if let Ok(item) = sfv::Parser::new(bytes).parse_item::<sfv::Item>()
-        && let sfv::BareItem::String(string) = item.bare_item
-    {
+    if let Some(string) = sf_string(bytes) {
         return Ok(string.as_str().to_owned());
     }
     let trimmed = bytes.trim_ascii();
