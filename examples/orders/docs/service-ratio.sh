@@ -17,7 +17,13 @@ for tool in wrk curl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "$tool is needed (wrk: apt-get install wrk)" >&2; exit 1; }
 done
 
-# Prints the requests per second of one wrk run against a fresh server given extra flags.
+# Redis's command statistics, when redis-cli can reach it (the Redis row's accounting).
+redis_stats() {
+  if command -v redis-cli >/dev/null; then redis-cli -u "$redis" info commandstats 2>/dev/null || true; fi
+}
+
+# Prints, for one wrk run against a fresh server given extra flags: requests per second,
+# Redis EVALSHA calls per request, and Redis's own CPU (µs) per request.
 rate() { # flags...
   local dir port pid id
   dir="$(mktemp -d)"
@@ -29,25 +35,46 @@ rate() { # flags...
   id="$(curl -fs "http://127.0.0.1:$port/v2/orders" -H "Authorization: Bearer $key" \
     -H "Idempotency-Key: \"wrk-$RANDOM$RANDOM\"" -H 'Content-Type: application/json' -d "$order" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+  redis_stats >"$dir/before"
   # Every response must be a 200: a ratio of refusals would measure nothing.
   taskset -c 1 wrk -t1 -c32 "-d${seconds}s" -H "Authorization: Bearer $key" \
     "http://127.0.0.1:$port/v2/orders/$id" > "$dir/wrk"
+  redis_stats >"$dir/after"
   if grep -q 'Non-2xx' "$dir/wrk"; then
     echo "non-2xx answers in $*:" >&2; cat "$dir/wrk" >&2; exit 1
   fi
-  awk '/Requests\/sec/ {print $2}' "$dir/wrk"
+  # The rate, then what Redis did meanwhile: commands per request and its own CPU per request
+  # (commandstats counts the script's inner TIME, GET and SET apart from the EVALSHA).
+  python3 - "$dir/wrk" "$dir/before" "$dir/after" <<'PY'
+import re, sys
+wrk = open(sys.argv[1]).read()
+rate = float(re.search(r"Requests/sec:\s+([\d.]+)", wrk).group(1))
+requests = int(re.search(r"(\d+) requests in", wrk).group(1))
+def stats(path):
+    out = {}
+    for line in open(path):
+        m = re.match(r"cmdstat_(\w+):calls=(\d+),usec=(\d+)", line)
+        if m:
+            out[m.group(1)] = (int(m.group(2)), int(m.group(3)))
+    return out
+before, after = stats(sys.argv[2]), stats(sys.argv[3])
+calls = {k: after[k][0] - before.get(k, (0, 0))[0] for k in after}
+usec = sum(after[k][1] - before.get(k, (0, 0))[1] for k in after)
+evalsha = calls.get("evalsha", 0)
+print(f"{rate} {evalsha / requests:.2f} {usec / requests:.1f}")
+PY
   kill "$pid"; wait "$pid" 2>/dev/null || true; rm -rf "$dir"
 }
 
-echo "| round | guarded, memory stores | unguarded | guarded, Redis stores | guarded / unguarded | Redis / memory |"
-echo "|---|---|---|---|---|---|"
+echo "| round | guarded, memory stores | unguarded | guarded, Redis stores | guarded / unguarded | Redis / memory | EVALSHA per GET | Redis CPU per GET |"
+echo "|---|---|---|---|---|---|---|---|"
 for round in $(seq 1 "$rounds"); do
-  memory="$(rate)"
-  bare="$(rate --demo-disable-guardrails)"
-  redis_rate="$(rate --redis "$redis" --redis-prefix "ratio-$$-$round")"
-  python3 - "$round" "$memory" "$bare" "$redis_rate" <<'PY'
+  memory="$(rate | cut -d' ' -f1)"
+  bare="$(rate --demo-disable-guardrails | cut -d' ' -f1)"
+  read -r redis_rate evalsha redis_cpu < <(rate --redis "$redis" --redis-prefix "ratio-$$-$round")
+  python3 - "$round" "$memory" "$bare" "$redis_rate" "$evalsha" "$redis_cpu" <<'PY'
 import sys
-round_, memory, bare, redis = sys.argv[1], *map(float, sys.argv[2:])
-print(f"| {round_} | {memory:,.0f}/s | {bare:,.0f}/s | {redis:,.0f}/s | {memory / bare:.2f} | {redis / memory:.2f} |")
+round_, memory, bare, redis, evalsha, cpu = sys.argv[1], *map(float, sys.argv[2:])
+print(f"| {round_} | {memory:,.0f}/s | {bare:,.0f}/s | {redis:,.0f}/s | {memory / bare:.2f} | {redis / memory:.2f} | {evalsha:.2f} | {cpu:.1f} µs |")
 PY
 done
