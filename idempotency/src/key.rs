@@ -136,14 +136,13 @@ fn sf_string(bytes: &[u8]) -> Option<Cow<'_, sfv::StringRef>> {
 }
 
 fn parse_value(bytes: &[u8]) -> Result<String, KeyError> {
-    if let Some(string) = sf_string(bytes) {
-        return Ok(string.as_str().to_owned());
-    }
     let trimmed = bytes.trim_ascii();
     if trimmed.is_empty() {
         return Err(KeyError::Empty);
     }
-    // `,` would hide two merged header lines, `;` parameters: neither belongs in a bare key.
+    // The bare form first: without a `"` the value cannot be a String, so `sfv` would refuse
+    // it or read a token, and the bare key is the answer either way. `,` would hide two
+    // merged header lines, `;` parameters: neither belongs in a bare key.
     if trimmed
         .iter()
         .all(|&b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';'))
@@ -151,7 +150,10 @@ fn parse_value(bytes: &[u8]) -> Result<String, KeyError> {
         // Visible ASCII only, so this is valid UTF-8.
         return Ok(String::from_utf8_lossy(trimmed).into_owned());
     }
-    Err(KeyError::Malformed)
+    match sf_string(bytes) {
+        Some(string) => Ok(string.as_str().to_owned()),
+        None => Err(KeyError::Malformed),
+    }
 }
 
 /// The idempotency key of the request being executed and the claim the layer holds on it, put
@@ -249,5 +251,57 @@ mod tests {
         );
         let longest = "k".repeat(255);
         assert_eq!(parsed(&[longest.as_bytes()]), Ok(Some(longest)));
+    }
+
+    /// The order the value was read in before the bare form went first: `sfv` first, the bare
+    /// form only when `sfv` found no String.
+    fn sfv_first(bytes: &[u8]) -> Result<String, KeyError> {
+        if let Ok(item) = sfv::Parser::new(bytes).parse_item::<sfv::Item>()
+            && let sfv::BareItem::String(string) = item.bare_item
+        {
+            return Ok(string.as_str().to_owned());
+        }
+        let trimmed = bytes.trim_ascii();
+        if trimmed.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if trimmed
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';'))
+        {
+            return Ok(String::from_utf8_lossy(trimmed).into_owned());
+        }
+        Err(KeyError::Malformed)
+    }
+
+    /// Header values near the edges of both forms: Strings with escapes, parameters and
+    /// trailing bytes, tokens, bare keys with separators, padding, and any bytes at all.
+    fn values() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let alphabet = b" \t\"\\,;=abAZ09-_.:*/".to_vec();
+        let run =
+            |max| proptest::collection::vec(proptest::sample::select(alphabet.clone()), 0..max);
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..24),
+            (run(2), any::<bool>(), run(12), run(6)).prop_map(|(pad, quoted, body, tail)| {
+                let mut value = pad;
+                if quoted {
+                    value.push(b'"');
+                }
+                value.extend(body);
+                if quoted {
+                    value.push(b'"');
+                }
+                value.extend(tail);
+                value
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_the_bare_form_first_reads_every_value_as_sfv_first(value in values()) {
+            proptest::prop_assert_eq!(parse_value(&value), sfv_first(&value));
+        }
     }
 }
