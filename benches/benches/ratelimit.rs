@@ -198,20 +198,22 @@ where
     response.headers().len()
 }
 
-/// The three services `ratelimit/layer` compares: the inner service alone, ours over it, and
-/// `tower_governor`'s over it.
-fn layer_services() -> (
-    impl Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Clone,
-    impl Service<Request<Body>, Response = Response<impl Sized>, Error = impl std::fmt::Debug> + Clone,
-    impl Service<Request<Body>, Response = Response<impl Sized>, Error = impl std::fmt::Debug> + Clone,
-) {
-    let ours = RateLimitLayer::new(
+/// Ours over the inner service, as `ratelimit/layer` measures it.
+fn ours() -> impl Service<Request<Body>, Response = Response<impl Sized>, Error = Infallible> + Clone
+{
+    RateLimitLayer::new(
         MemoryStore::new(),
         [policy()],
         KeyExtractor::peer_ip(TrustedProxies::none()),
     )
     .expect("layer")
-    .layer(service_fn(ok));
+    .layer(service_fn(ok))
+}
+
+/// `tower_governor`'s over the same inner service, with its headers.
+fn theirs()
+-> impl Service<Request<Body>, Response = Response<impl Sized>, Error = impl std::fmt::Debug> + Clone
+{
     let config = GovernorConfigBuilder::default()
         .per_nanosecond(1)
         .burst_size(RATE)
@@ -219,15 +221,14 @@ fn layer_services() -> (
         .use_headers()
         .finish()
         .expect("config");
-    let theirs = GovernorLayer::new(config).layer(service_fn(ok));
-    (service_fn(ok), ours, theirs)
+    GovernorLayer::new(config).layer(service_fn(ok))
 }
 
 fn layer(c: &mut Criterion) {
     let runtime = Runtime::new().expect("runtime");
     let peer = SocketAddr::new(addresses(1)[0], 40_000);
     let mut group = c.benchmark_group("ratelimit/layer");
-    let (bare, ours, theirs) = layer_services();
+    let (bare, ours, theirs) = (service_fn(ok), ours(), theirs());
     group.bench_function("bare service", |b| {
         b.iter(|| black_box(runtime.block_on(send(&bare, peer))));
     });
@@ -250,7 +251,7 @@ fn count(case: &str, requests: u64) {
         .build()
         .expect("runtime");
     let peer = SocketAddr::new(addresses(1)[0], 40_000);
-    let (bare, ours, theirs) = layer_services();
+    let (bare, ours, theirs) = (service_fn(ok), ours(), theirs());
     for _ in 0..requests {
         let headers = match case {
             "bare" => runtime.block_on(send(&bare, peer)),

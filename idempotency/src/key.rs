@@ -135,6 +135,13 @@ fn sf_string(bytes: &[u8]) -> Option<Cow<'_, sfv::StringRef>> {
         .flatten()
 }
 
+/// A key sent unquoted: visible ASCII without `"`, `,` or `;`.
+fn is_bare_key(trimmed: &[u8]) -> bool {
+    trimmed
+        .iter()
+        .all(|&b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';'))
+}
+
 fn parse_value(bytes: &[u8]) -> Result<String, KeyError> {
     let trimmed = bytes.trim_ascii();
     if trimmed.is_empty() {
@@ -143,10 +150,7 @@ fn parse_value(bytes: &[u8]) -> Result<String, KeyError> {
     // The bare form first: without a `"` the value cannot be a String, so `sfv` would refuse
     // it or read a token, and the bare key is the answer either way. `,` would hide two
     // merged header lines, `;` parameters: neither belongs in a bare key.
-    if trimmed
-        .iter()
-        .all(|&b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';'))
-    {
+    if is_bare_key(trimmed) {
         // Visible ASCII only, so this is valid UTF-8.
         return Ok(String::from_utf8_lossy(trimmed).into_owned());
     }
@@ -265,10 +269,7 @@ mod tests {
         if trimmed.is_empty() {
             return Err(KeyError::Empty);
         }
-        if trimmed
-            .iter()
-            .all(|&b| b.is_ascii_graphic() && !matches!(b, b'"' | b',' | b';'))
-        {
+        if is_bare_key(trimmed) {
             return Ok(String::from_utf8_lossy(trimmed).into_owned());
         }
         Err(KeyError::Malformed)
