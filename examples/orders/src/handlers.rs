@@ -1,6 +1,7 @@
 //! The handlers: one set for every API version, which the [`ApiVersion`] in the request
 //! extensions turns into `/v1` or `/v2` JSON.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -30,7 +31,7 @@ use crate::representation::ApiVersion;
 ///
 /// The request's problem ([`ApiError`]): a client mistake, or the database failing.
 pub async fn create_order(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Extension(version): Extension<ApiVersion>,
     Extension(tenant): Extension<Tenant>,
     key: Option<Extension<ScopedKey>>,
@@ -86,7 +87,7 @@ pub async fn create_order(
 ///
 /// The request's problem ([`ApiError`]): a client mistake, or the database failing.
 pub async fn list_orders(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Extension(version): Extension<ApiVersion>,
     Extension(tenant): Extension<Tenant>,
     Extension(page): Extension<PageRequest<OrderPosition>>,
@@ -107,7 +108,7 @@ pub async fn list_orders(
 ///
 /// The request's problem ([`ApiError`]): a client mistake, or the database failing.
 pub async fn get_order(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Extension(version): Extension<ApiVersion>,
     Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
@@ -128,7 +129,7 @@ pub async fn get_order(
 ///
 /// The request's problem ([`ApiError`]): a client mistake, or the database failing.
 pub async fn cancel_order(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Extension(version): Extension<ApiVersion>,
     Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
