@@ -31,7 +31,7 @@ for n in 0 "$requests"; do
 done
 total() { callgrind_annotate "$out/$1" | awk '/PROGRAM TOTALS/ && !done { gsub(",", "", $1); print $1; done = 1 }'; }
 inclusive() {
-  callgrind_annotate --inclusive=yes "$out/$1" | awk -v f="$function" '$1 ~ /^[0-9,]+$/ && $0 ~ f && !done { gsub(",", "", $1); print $1; done = 1 }' 
+  callgrind_annotate --inclusive=yes "$out/$1" | awk -v f="$function" '$1 ~ /^[0-9,]+$/ && $0 ~ f && !done { gsub(",", "", $1); print $1; done = 1 }'
 }
 all=$(( $(total "$requests") - $(total 0) ))
 echo "$bench/$case: $(( all / requests )) instructions per request"

@@ -136,7 +136,7 @@ fn roomy_store() -> MemoryStore {
 }
 
 fn memory(c: &mut Criterion) {
-    let runtime = current_thread();
+    let runtime = guardrail_benches::current_thread();
     cases(c, &runtime, "idempotency/memory", roomy_store());
 
     // The steady state of a long-running service: a store at its default bound (64 MiB, one
@@ -170,7 +170,7 @@ fn memory(c: &mut Criterion) {
 fn body_sizes(c: &mut Criterion) {
     use sha2::Digest as _;
 
-    let runtime = current_thread();
+    let runtime = guardrail_benches::current_thread();
     let mut service = layered(roomy_store());
     let mut bare = handler::<Body>();
     let counter = AtomicU64::new(0);
@@ -205,7 +205,7 @@ fn body_sizes(c: &mut Criterion) {
 }
 
 fn redis(c: &mut Criterion) {
-    let runtime = current_thread();
+    let runtime = guardrail_benches::current_thread();
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let prefix = format!("idembench-{}", std::process::id());
     match runtime.block_on(RedisBackend::connect(&url)) {
@@ -224,19 +224,11 @@ criterion_group! {
     config = Criterion::default().measurement_time(std::time::Duration::from_secs(3)).sample_size(30);
     targets = memory, body_sizes, redis
 }
-/// The runtime every case runs on: one thread, as a request's work runs on one.
-fn current_thread() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// Instruction counts, for `valgrind --tool=callgrind` (`benches/count.sh`):
 /// `IDEMPOTENCY_COUNT=<case>:<requests>` runs that many requests of one case (`bare`, `first`,
 /// `replay`) and no criterion bench; a run of 0 requests gives the set-up's count to subtract.
 fn count(case: &str, requests: u64) {
-    let runtime = current_thread();
+    let runtime = guardrail_benches::current_thread();
     let mut service = layered(roomy_store());
     let mut bare = handler::<Body>();
     runtime.block_on(send(&mut service, request("replayed")));

@@ -66,13 +66,6 @@ const MAX_LIMIT: usize = 100;
 /// The page both groups read.
 const FIRST_PAGE: &str = "/v2/orders?limit=20";
 
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// The `NewOrder` that [`CREATE_BODY`] parses to.
 fn sample_order() -> NewOrder {
     NewOrder {
@@ -220,7 +213,7 @@ fn check(runtime: &Runtime, name: &str, service: &Service, guarded: bool, id: &s
 }
 
 fn full_stack(c: &mut Criterion) {
-    let runtime = runtime();
+    let runtime = guardrail_benches::current_thread();
     let tenant = Tenant::of_key(API_KEY);
     let variants: Vec<(&str, Service, String)> = [("guarded", true), ("unguarded", false)]
         .into_iter()
@@ -344,7 +337,7 @@ fn cursor_at_depth(runtime: &Runtime, router: &Router) -> String {
 }
 
 fn page_depth(c: &mut Criterion) {
-    let runtime = runtime();
+    let runtime = guardrail_benches::current_thread();
     let tenant = Tenant::of_key(API_KEY);
     let service = Service::build(&runtime, "depth", true);
     fill(&runtime, &service, &tenant);

@@ -246,10 +246,7 @@ fn layer(c: &mut Criterion) {
 /// one service (`bare`, `ours`, `theirs`) on a current-thread runtime, and no criterion bench;
 /// a run of 0 requests gives the set-up's count to subtract.
 fn count(case: &str, requests: u64) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = guardrail_benches::current_thread();
     let peer = SocketAddr::new(addresses(1)[0], 40_000);
     let (bare, ours, theirs) = (service_fn(ok), ours(), theirs());
     for _ in 0..requests {

@@ -3,7 +3,23 @@
 //! The one piece the benches share is the instruction-count mode ([`count_request`]): a bench
 //! that supports it runs one case a given number of times, without criterion, so that
 //! `valgrind --tool=callgrind` (see `count.sh`) counts the instructions it takes. Counts repeat
-//! from run to run on a shared machine where the wall clock does not.
+//! from run to run on a shared machine where the wall clock does not. The benches also share
+//! the runtime they drive services on ([`current_thread`]).
+
+/// The runtime the benches drive services on: one thread, as one request's work runs on one
+/// (`ratelimit/layer`'s criterion group keeps tokio's multi-thread runtime, whose figures the
+/// README quotes).
+///
+/// # Panics
+///
+/// When the operating system refuses the runtime's resources.
+#[must_use]
+pub fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime")
+}
 
 /// The case and number of requests asked for by the environment variable `var`, set as
 /// `<case>:<requests>`, or `None` when it is unset (the bench then runs under criterion).

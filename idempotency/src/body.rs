@@ -298,11 +298,12 @@ fn grpc_messages_started(data: &[u8]) -> usize {
     started
 }
 
-/// A whole body, as [`BodyExt::collect`](http_body_util::BodyExt::collect) reads it, but
-/// without the buffer list it builds: a body of one data frame (a `Full`, most request and
-/// response bodies in one read) comes out as that frame, with no allocation and no copy; more
-/// frames are joined into one buffer. Bounded by what the caller wraps the body in
-/// ([`Limited`](http_body_util::Limited)), as `collect` is.
+/// A whole body, as [`BodyExt::collect`](http_body_util::BodyExt::collect) and
+/// `Collected::to_bytes` read it, but without the buffer list `collect` allocates for every
+/// body: a body of one data frame (a `Full`, most request and response bodies in one read)
+/// comes out as that frame, with no allocation and no copy; more frames are joined into one
+/// buffer. Bounded by what the caller wraps the body in ([`Limited`](http_body_util::Limited)),
+/// as `collect` is.
 pub(crate) async fn read_whole<B>(body: B) -> Result<(Bytes, Option<HeaderMap>), B::Error>
 where
     B: Body<Data = Bytes>,

@@ -202,7 +202,6 @@ where
     let Some(scope) = config.scope.extract(&parts) else {
         return refuse(IdempotencyRejection::ScopeMissing);
     };
-    let scoped = store_key(&scope, &key);
     // The body is part of the fingerprint, so it is read before anything is claimed.
     let limit = config.max_request_body;
     if declared_length(&parts.headers).is_some_and(|length| length > limit) {
@@ -216,6 +215,7 @@ where
         Err(_) => return refuse(IdempotencyRejection::BodyUnreadable),
     };
     let fingerprint = fingerprint(&parts, &body);
+    let scoped = store_key(&scope, &key);
     Ok(Ok(Admitted {
         parts,
         body,

@@ -58,6 +58,9 @@ def stats(path):
             out[m.group(1)] = (int(m.group(2)), int(m.group(3)))
     return out
 before, after = stats(sys.argv[2]), stats(sys.argv[3])
+if not after:  # no redis-cli, or no Redis: say so rather than print zeros
+    print(f"{rate} nan nan")
+    sys.exit()
 calls = {k: after[k][0] - before.get(k, (0, 0))[0] for k in after}
 usec = sum(after[k][1] - before.get(k, (0, 0))[1] for k in after)
 evalsha = calls.get("evalsha", 0)
