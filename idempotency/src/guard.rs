@@ -7,6 +7,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::future::{Either, select};
+use guardrail_store::Finishing;
 
 use crate::store::{Completion, FencingToken, Fingerprint, IdempotencyStore, StoreKey};
 
@@ -118,31 +119,19 @@ impl<St: IdempotencyStore> ClaimGuard<St> {
 
 /// Runs a store write to the end even if the request is dropped meanwhile: awaited in place
 /// (no task switch on the common path), and handed to a spawned task if the request is
-/// dropped half way through it.
+/// dropped half way through it. The write logs its own outcome, so only a panic in it is
+/// left to log here.
 async fn settle(write: impl Future<Output = ()> + Send + 'static) {
-    let mut unfinished = Unfinished(Some(Box::pin(write)));
-    poll_fn(|cx| match unfinished.0.as_mut() {
-        Some(write) => write.as_mut().poll(cx),
-        None => Poll::Ready(()),
-    })
-    .await;
-    unfinished.0 = None;
+    let written = Finishing::new(async move {
+        write.await;
+        Ok(())
+    });
+    if let Err(error) = written.await {
+        crate::log::store_error("settle", &error);
+    }
 }
 
 type Write = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// A store write that, dropped before it finished, finishes in a spawned task.
-struct Unfinished(Option<Write>);
-
-impl Drop for Unfinished {
-    fn drop(&mut self) {
-        if let Some(write) = self.0.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(write);
-        }
-    }
-}
 
 impl<St: IdempotencyStore> Drop for ClaimGuard<St> {
     fn drop(&mut self) {

@@ -2,6 +2,7 @@
 
 mod breaker;
 mod error;
+mod finish;
 #[cfg(feature = "redis")]
 pub mod redis;
 
@@ -13,6 +14,7 @@ pub use breaker::{
     DEFAULT_MAX_BACK_OFF, MAX_BACK_OFF, Transition,
 };
 pub use error::{ConfigError, ConfigErrorKind, StoreError, StoreErrorKind};
+pub use finish::Finishing;
 
 /// What an asynchronous store call returns: a boxed, `'static` future, so that it can run
 /// after the request that started it is gone (a release from a drop guard).

@@ -4,7 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use guardrail_store::{CircuitBreaker, ConfigError, ConfigErrorKind, StoreError, StoreErrorKind};
+use guardrail_store::{
+    CircuitBreaker, ConfigError, ConfigErrorKind, Finishing, StoreError, StoreErrorKind,
+};
 use sqlx::AssertSqlSafe;
 #[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnection, PgPool};
@@ -374,7 +376,7 @@ impl IdempotencyStore for SqlStore {
         let (pool, sql, timeout, breaker) = self.parts();
         // One deadline for the whole claim, however many statements it takes: each statement
         // gets what is left of it, and the breaker sees how each one ended.
-        spawned(async move {
+        finishing(async move {
             let until = tokio::time::Instant::now() + timeout;
             let left = || until.saturating_duration_since(tokio::time::Instant::now());
             let token = FencingToken::random();
@@ -424,7 +426,7 @@ impl IdempotencyStore for SqlStore {
         ttl: Duration,
     ) -> StoreFuture<Fenced> {
         let (pool, sql, timeout, _) = self.parts();
-        spawned(async move {
+        finishing(async move {
             let record = wire::encode_outcome(&outcome)?;
             let update = async {
                 on_pool!(&pool, |p| execute!(
@@ -444,7 +446,7 @@ impl IdempotencyStore for SqlStore {
 
     fn release(&self, key: StoreKey, token: FencingToken) -> StoreFuture<Fenced> {
         let (pool, sql, timeout, breaker) = self.parts();
-        spawned(async move {
+        finishing(async move {
             let delete = async {
                 on_pool!(&pool, |p| execute!(
                     p,
@@ -473,7 +475,7 @@ impl IdempotencyStore for SqlStore {
 
     fn renew(&self, key: StoreKey, token: FencingToken, lease: Duration) -> StoreFuture<Fenced> {
         let (pool, sql, timeout, breaker) = self.parts();
-        spawned(async move {
+        finishing(async move {
             let update = async {
                 on_pool!(&pool, |p| execute!(
                     p,
@@ -740,21 +742,13 @@ fn malformed() -> StoreError {
     )
 }
 
-/// Runs a store call in a task of its own, to its end (its deadline at most), even if the
-/// caller goes away: the breaker learns how every call ended, and a statement is never
-/// abandoned halfway through on a pooled connection.
-fn spawned<T: Send + 'static>(
+/// Runs a store call to its end (its deadline at most), even if the caller goes away: the
+/// breaker learns how every call ended, and a statement is never abandoned halfway through on
+/// a pooled connection. Polled in place; in a task only once the caller is gone.
+fn finishing<T: Send + 'static>(
     call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
 ) -> StoreFuture<T> {
-    let task = tokio::spawn(call);
-    Box::pin(async move {
-        task.await.unwrap_or_else(|_| {
-            Err(StoreError::new(
-                StoreErrorKind::BadReply,
-                "an idempotency database call panicked",
-            ))
-        })
-    })
+    Box::pin(Finishing::new(call))
 }
 
 fn wrong_dialect() -> StoreError {
