@@ -2,9 +2,12 @@
 # What the guardrails cost the whole service, in instructions: GET /v2/orders/{id} from wrk
 # against one build of `orders` under `valgrind --tool=callgrind`, in the three set-ups of
 # service-ratio.sh (guarded with memory stores, `--demo-disable-guardrails`, guarded with
-# Redis stores). Counting starts after a warm-up and stops after the measured run, so the
-# figure is the server's own user-space instructions per GET: unlike requests per second on
-# a shared machine, it repeats from run to run. It leaves out the kernel (the Redis round
+# Redis stores), over one connection: each request takes the same path, where several
+# connections' requests are woken and batched differently from run to run (with four, the
+# guarded-unguarded difference moved by half between runs). Counting starts after a warm-up
+# and stops after the measured run, so the figure is the server's own user-space
+# instructions per GET: unlike requests per second on a shared machine, it repeats from run
+# to run (within about 1 %). It leaves out the kernel (the Redis round
 # trip's system calls) and cache misses; service-ratio.sh measures those, noisily.
 #
 #   cargo build --release -p orders
@@ -13,10 +16,9 @@
 # With TOP, also prints (on stderr) the TOP functions of each set-up by their own (exclusive)
 # instructions per GET.
 set -euo pipefail
-binary="$1"; seconds="${2:-15}"; top="${3:-0}"
+binary="$1"; seconds="${2:-20}"; top="${3:-0}"
 redis="${REDIS_URL:-redis://127.0.0.1:6379}"
-key=wrk_key_123
-order='{"customer_id":"cus_1","items":[{"sku":"a","quantity":1,"unit_price":{"amount":1,"currency":"usd"}}]}'
+. "$(dirname "$0")/service-common.sh"
 for tool in valgrind callgrind_control callgrind_annotate wrk curl python3; do
   command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install valgrind wrk)" >&2; exit 1; }
 done
@@ -26,21 +28,18 @@ done
 count() { # flags...
   local dir port pid id requests
   dir="$(mktemp -d)"
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   # Uncompressed names: the dump taken while the server runs must stand on its own.
   valgrind --tool=callgrind --instr-atstart=no --compress-strings=no --compress-pos=no \
     --callgrind-out-file="$dir/out.%p" "$binary" --listen "127.0.0.1:$port" \
     --database "sqlite://$dir/o.db" --api-keys "$key" \
     --rate-limit-per-second 1000000 --rate-limit-burst 1000000 "$@" >"$dir/log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 300); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.2; done
-  id="$(curl -fs "http://127.0.0.1:$port/v2/orders" -H "Authorization: Bearer $key" \
-    -H "Idempotency-Key: \"count-$RANDOM$RANDOM\"" -H 'Content-Type: application/json' -d "$order" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+  id="$(first_order "$port" 300)"
   # Warm-up: connections, caches and the tables reach their steady state uncounted.
   wrk -t1 -c4 -d3s -H "Authorization: Bearer $key" "http://127.0.0.1:$port/v2/orders/$id" >/dev/null
   callgrind_control --instr=on "$pid" >/dev/null 2>&1
-  wrk -t1 -c4 "-d${seconds}s" -H "Authorization: Bearer $key" \
+  wrk -t1 -c1 "-d${seconds}s" -H "Authorization: Bearer $key" \
     "http://127.0.0.1:$port/v2/orders/$id" >"$dir/wrk"
   callgrind_control --instr=off "$pid" >/dev/null 2>&1
   callgrind_control --dump "$pid" >/dev/null 2>&1

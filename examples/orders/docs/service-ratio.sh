@@ -11,8 +11,7 @@
 set -euo pipefail
 binary="$1"; rounds="${2:-3}"; seconds="${3:-10}"
 redis="${REDIS_URL:-redis://127.0.0.1:6379}"
-key=wrk_key_123
-order='{"customer_id":"cus_1","items":[{"sku":"a","quantity":1,"unit_price":{"amount":1,"currency":"usd"}}]}'
+. "$(dirname "$0")/service-common.sh"
 for tool in wrk curl python3 taskset; do
   command -v "$tool" >/dev/null || { echo "$tool is needed (wrk: apt-get install wrk)" >&2; exit 1; }
 done
@@ -34,14 +33,11 @@ cpu_ticks() { # pid
 rate() { # flags...
   local dir port pid id
   dir="$(mktemp -d)"
-  port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+  port="$(free_port)"
   taskset -c 0 "$binary" --listen "127.0.0.1:$port" --database "sqlite://$dir/o.db" --api-keys "$key" \
     --rate-limit-per-second 1000000 --rate-limit-burst 1000000 "$@" >"$dir/log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/health" >/dev/null && break; sleep 0.1; done
-  id="$(curl -fs "http://127.0.0.1:$port/v2/orders" -H "Authorization: Bearer $key" \
-    -H "Idempotency-Key: \"wrk-$RANDOM$RANDOM\"" -H 'Content-Type: application/json' -d "$order" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')"
+  id="$(first_order "$port" 50)"
   redis_stats >"$dir/before"
   cpu_ticks "$pid" >"$dir/cpu-before"
   # Every response must be a 200: a ratio of refusals would measure nothing.
