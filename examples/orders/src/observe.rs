@@ -359,15 +359,21 @@ pub fn count_breaker_transition(transition: &Transition) {
 
 /// Counts one rate-limit decision (the layer's `on_decision` hook).
 pub fn count_decision(event: &DecisionEvent<'_>) {
-    let decision = match event.verdict {
-        Verdict::Allowed(_) => "allowed",
-        Verdict::Rejected(_) => "rejected",
-        Verdict::ShadowRejected(_) => "shadow_rejected",
-        Verdict::StoreError { .. } => "store_error",
-        Verdict::MissingKey => "missing_key",
-        _ => "other",
+    // Literal labels: the macro keeps each key in a static, where a label from a variable
+    // builds a label list on the heap for every request.
+    let counter = match event.verdict {
+        Verdict::Allowed(_) => metrics::counter!(RATELIMIT_DECISIONS, "decision" => "allowed"),
+        Verdict::Rejected(_) => metrics::counter!(RATELIMIT_DECISIONS, "decision" => "rejected"),
+        Verdict::ShadowRejected(_) => {
+            metrics::counter!(RATELIMIT_DECISIONS, "decision" => "shadow_rejected")
+        }
+        Verdict::StoreError { .. } => {
+            metrics::counter!(RATELIMIT_DECISIONS, "decision" => "store_error")
+        }
+        Verdict::MissingKey => metrics::counter!(RATELIMIT_DECISIONS, "decision" => "missing_key"),
+        _ => metrics::counter!(RATELIMIT_DECISIONS, "decision" => "other"),
     };
-    metrics::counter!(RATELIMIT_DECISIONS, "decision" => decision).increment(1);
+    counter.increment(1);
 }
 
 /// Counts one call to a deprecated version (the sunset layer's hook).
