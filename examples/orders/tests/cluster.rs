@@ -31,6 +31,9 @@ struct Instance {
     url: String,
     /// Its `--grpc-listen` endpoint.
     grpc: String,
+    /// What it was started with, to start it again on other ports (see `wait_ready`).
+    database: String,
+    args: Vec<String>,
 }
 
 impl Drop for Instance {
@@ -48,7 +51,7 @@ fn free_port() -> u16 {
 }
 
 /// An instance on `database`, with `args` besides.
-fn start_with(database: &str, args: &[&str]) -> Instance {
+fn start_with<A: AsRef<str>>(database: &str, args: &[A]) -> Instance {
     let port = free_port();
     let grpc_port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
@@ -60,7 +63,7 @@ fn start_with(database: &str, args: &[&str]) -> Instance {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
         .args(["--database", database])
-        .args(args)
+        .args(args.iter().map(AsRef::as_ref))
         .args(["--cursor-secret", CURSOR_SECRET])
         .args(["--rate-limit-per-second", &PER_SECOND.to_string()])
         .args(["--rate-limit-burst", &BURST.to_string()])
@@ -73,6 +76,8 @@ fn start_with(database: &str, args: &[&str]) -> Instance {
         child,
         url: format!("http://127.0.0.1:{port}"),
         grpc: format!("http://127.0.0.1:{grpc_port}"),
+        database: database.to_owned(),
+        args: args.iter().map(|arg| arg.as_ref().to_owned()).collect(),
     }
 }
 
@@ -131,9 +136,23 @@ async fn get(client: &HttpClient, url: &str, api_key: &str) -> (StatusCode, Valu
     (status, body)
 }
 
-async fn wait_ready(client: &HttpClient, instance: &Instance) {
+/// Waits until `instance` is ready. The ports `free_port` found free may be taken before the
+/// instance binds them (by another test's connection, say): an instance that exits before it
+/// is ready is started again on fresh ports, three times at most.
+async fn wait_ready(client: &HttpClient, instance: &mut Instance) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut restarts = 0;
     loop {
+        if let Some(status) = instance.child.try_wait().expect("the instance's status") {
+            assert!(
+                restarts < 3,
+                "{} exited before it was ready ({status}), three times",
+                instance.url
+            );
+            restarts += 1;
+            *instance = start_with(&instance.database.clone(), &instance.args.clone());
+            continue;
+        }
         let request = Request::get(format!("{}/ready", instance.url))
             .body(Full::default())
             .expect("request");
@@ -182,9 +201,9 @@ async fn three_instances_on_a_redis_cluster_share_idempotency_cursors_and_rate_l
 async fn three_instances_share_everything(test: &str, args: &[&str]) {
     let db = guardrail_test_support::postgres_database(test).await;
     let database = db.url().to_owned();
-    let instances: Vec<Instance> = (0..3).map(|_| start_with(&database, args)).collect();
+    let mut instances: Vec<Instance> = (0..3).map(|_| start_with(&database, args)).collect();
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    for instance in &instances {
+    for instance in &mut instances {
         wait_ready(&client, instance).await;
     }
     let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
@@ -404,8 +423,8 @@ async fn a_replay_survives_a_restart_on_the_embedded_default() {
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let api_key = orders_storm::fresh_api_key();
 
-    let instance = start_with(&database, &[]);
-    wait_ready(&client, &instance).await;
+    let mut instance = start_with(&database, &[] as &[&str]);
+    wait_ready(&client, &mut instance).await;
     let orders = format!("{}/v2/orders", instance.url);
     let (status, _, _, created) = post(&client, &orders, &api_key, "create-1", NEW_ORDER).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -415,8 +434,8 @@ async fn a_replay_survives_a_restart_on_the_embedded_default() {
     assert_eq!(status, StatusCode::OK, "{cancelled}");
     drop(instance);
 
-    let instance = start_with(&database, &[]);
-    wait_ready(&client, &instance).await;
+    let mut instance = start_with(&database, &[] as &[&str]);
+    wait_ready(&client, &mut instance).await;
     let orders = format!("{}/v2/orders", instance.url);
     let cancel = format!("{orders}/{id}/cancel");
     let (status, _, replayed, again) =
@@ -453,10 +472,10 @@ async fn an_instance_killed_mid_request_leaves_exactly_one_order() {
     let db = guardrail_test_support::postgres_database("orders_kill9").await;
     let lease = ["--idempotency-lease-ms", "5000"];
     let mut victim = start_with(db.url(), &lease);
-    let survivor = start_with(db.url(), &lease);
+    let mut survivor = start_with(db.url(), &lease);
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-    wait_ready(&client, &victim).await;
-    wait_ready(&client, &survivor).await;
+    wait_ready(&client, &mut victim).await;
+    wait_ready(&client, &mut survivor).await;
     let api_key = orders_storm::fresh_api_key();
 
     // Inserts into `orders` now wait for the test.
