@@ -22,6 +22,14 @@ type Call<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
 /// spawned task's `JoinError` would be, so a layer that fails open on store errors also does
 /// on a store's bug.
 ///
+/// The call must bound itself: once its caller is gone nothing else ends it, so give it its
+/// deadline inside (as `RedisBackend::eval` and the SQL stores do), not around the
+/// `Finishing`.
+///
+/// # Panics
+///
+/// When polled again after it completed, as any future may.
+///
 /// ```
 /// use guardrail_store::{Finishing, StoreError};
 ///
