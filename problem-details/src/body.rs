@@ -68,6 +68,35 @@ impl<B> ResponseBody<B> {
             },
         }
     }
+
+    /// The inner service's body when this passes it through untouched (the middleware let the
+    /// request through and wrote nothing), else this body back.
+    ///
+    /// A service that answers one body type for every route can unwrap the passed-through
+    /// case instead of boxing this wrapper around a body that is already its own:
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use tower_problem_details::ResponseBody;
+    ///
+    /// let passed = ResponseBody::new(Full::new(Bytes::from_static(b"order")));
+    /// assert!(passed.try_into_inner().is_ok());
+    ///
+    /// let written = ResponseBody::<Full<Bytes>>::full(Bytes::from_static(b"{}"));
+    /// assert!(written.try_into_inner().is_err());
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// This body, when the middleware wrote it (a problem, a replayed response) or rewrites
+    /// the inner body's trailers.
+    pub fn try_into_inner(self) -> Result<B, Self> {
+        match self.kind {
+            Kind::Inner { body } => Ok(body),
+            kind => Err(ResponseBody { kind }),
+        }
+    }
 }
 
 /// An empty body (for layers such as tower-http's CORS that answer with `Default` bodies).
@@ -159,6 +188,19 @@ mod tests {
         let collected = body.collect().await.expect("infallible");
         assert_eq!(collected.trailers(), Some(&trailers));
         assert_eq!(collected.to_bytes(), "x");
+    }
+
+    #[tokio::test]
+    async fn only_a_passed_through_body_unwraps() {
+        let passed = ResponseBody::new(http_body_util::Full::new(Bytes::from_static(b"x")));
+        let inner = passed.try_into_inner().expect("passed through");
+        assert_eq!(inner.collect().await.expect("infallible").to_bytes(), "x");
+
+        let written = ResponseBody::<Empty<Bytes>>::full(Bytes::from_static(b"{}"));
+        let back = written
+            .try_into_inner()
+            .expect_err("written by the middleware");
+        assert_eq!(back.collect().await.expect("infallible").to_bytes(), "{}");
     }
 
     #[test]

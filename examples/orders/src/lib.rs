@@ -502,12 +502,14 @@ impl Guardrails {
         // rate-limit layer, so one budget per tenant across both versions and gRPC; then the
         // API version the handlers read.
         let stack = |version: Option<ApiVersion>| {
-            // Either branch answers axum's `Response`, as `option_layer` needs.
+            // Either branch answers axum's `Response`, as `option_layer` needs. An admitted
+            // request's body is the handler's own `Body`, unwrapped: boxing the wrapper cost
+            // every admitted GET an allocation.
             let limit = limit.clone().map(|limit| {
                 ServiceBuilder::new()
                     .map_response(
                         |response: Response<tower_problem_details::ResponseBody<Body>>| {
-                            response.into_response()
+                            response.map(|body| body.try_into_inner().unwrap_or_else(Body::new))
                         },
                     )
                     .layer(limit)
