@@ -91,6 +91,11 @@ impl<B> ResponseBody<B> {
     ///
     /// This body, when the middleware wrote it (a problem, a replayed response) or rewrites
     /// the inner body's trailers.
+    #[expect(
+        clippy::result_large_err,
+        reason = "the error is the caller's own body handed back; boxing it would allocate to \
+                  return what was just moved in"
+    )]
     pub fn try_into_inner(self) -> Result<B, Self> {
         match self.kind {
             Kind::Inner { body } => Ok(body),
