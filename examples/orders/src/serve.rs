@@ -557,7 +557,7 @@ const MAX_ROOM: usize = 16 * 1024;
 
 /// How much the read after one that brought `read` bytes into `room` zeroes: twice as much
 /// after a read that filled it (a body streaming in), half after one that used under a
-/// quarter (a request head), within [`MIN_ROOM`, `MAX_ROOM`]. The space is zeroed because
+/// quarter (a request head), within `MIN_ROOM..=MAX_ROOM`. The space is zeroed because
 /// hyper's is uninitialised (and the workspace has no `unsafe`); zeroing 8 KiB for every
 /// 200-byte GET, twice (the read that brings it, then the one that finds nothing), was a
 /// tenth of a GET's instructions.
