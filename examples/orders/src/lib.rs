@@ -635,7 +635,7 @@ impl Guardrails {
             store,
             [policy],
             KeyExtractor::from_fn(|parts| {
-                Tenant::of_request(parts).map(|t| RateLimitKey::new(t.as_str()))
+                Tenant::of_request(parts).map(|t| RateLimitKey::new(t.to_shared()))
             }),
         )
         .expect("one valid policy")

@@ -77,7 +77,7 @@ impl NewOrder {
         use sha2::{Digest, Sha256};
         // Serializing a struct is deterministic: field order is declaration order.
         let canonical = serde_json::to_vec(self).unwrap_or_default();
-        hex(&Sha256::digest(canonical))
+        hex::encode(Sha256::digest(canonical))
     }
 }
 
@@ -126,15 +126,4 @@ pub fn format_timestamp(micros: i64) -> String {
                 .ok()
         })
         .unwrap_or_default()
-}
-
-/// Lower-case hexadecimal.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
 }
