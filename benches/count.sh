@@ -9,7 +9,7 @@
 # [function], a regular expression, it also prints the inclusive count of the first function
 # matching it, per request, and the rest without it (idempotency: 'sha256.*compress', since
 # valgrind runs SHA-256 in software where the CPU's SHA extensions would). Cases:
-# idempotency: bare, first, replay; ratelimit: bare, ours, theirs.
+# idempotency: bare, first, replay; ratelimit: bare, ours, ours-decisions (with `decisions_in_extensions`), theirs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench=${1:?bench: idempotency or ratelimit}

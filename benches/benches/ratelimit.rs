@@ -199,15 +199,21 @@ where
 }
 
 /// Ours over the inner service, as `ratelimit/layer` measures it.
-fn ours() -> impl Service<Request<Body>, Response = Response<impl Sized>, Error = Infallible> + Clone
-{
-    RateLimitLayer::new(
+fn ours(
+    decisions_in_extensions: bool,
+) -> impl Service<Request<Body>, Response = Response<impl Sized>, Error = Infallible> + Clone {
+    let layer = RateLimitLayer::new(
         MemoryStore::new(),
         [policy()],
         KeyExtractor::peer_ip(TrustedProxies::none()),
     )
-    .expect("layer")
-    .layer(service_fn(ok))
+    .expect("layer");
+    let layer = if decisions_in_extensions {
+        layer.decisions_in_extensions()
+    } else {
+        layer
+    };
+    layer.layer(service_fn(ok))
 }
 
 /// `tower_governor`'s over the same inner service, with its headers.
@@ -228,7 +234,7 @@ fn layer(c: &mut Criterion) {
     let runtime = Runtime::new().expect("runtime");
     let peer = SocketAddr::new(addresses(1)[0], 40_000);
     let mut group = c.benchmark_group("ratelimit/layer");
-    let (bare, ours, theirs) = (service_fn(ok), ours(), theirs());
+    let (bare, ours, theirs) = (service_fn(ok), ours(false), theirs());
     group.bench_function("bare service", |b| {
         b.iter(|| black_box(runtime.block_on(send(&bare, peer))));
     });
@@ -243,18 +249,21 @@ fn layer(c: &mut Criterion) {
 
 /// Instruction counts for `ratelimit/layer`, for `valgrind --tool=callgrind`
 /// (`benches/count.sh`): `RATELIMIT_COUNT=<case>:<requests>` sends that many requests through
-/// one service (`bare`, `ours`, `theirs`) on a current-thread runtime, and no criterion bench;
+/// one service (`bare`, `ours`, `ours-decisions`: with `decisions_in_extensions`, `theirs`)
+/// on a current-thread runtime, and no criterion bench;
 /// a run of 0 requests gives the set-up's count to subtract.
 fn count(case: &str, requests: u64) {
     let runtime = guardrail_benches::current_thread();
     let peer = SocketAddr::new(addresses(1)[0], 40_000);
-    let (bare, ours, theirs) = (service_fn(ok), ours(), theirs());
+    let (bare, theirs) = (service_fn(ok), theirs());
+    let (ours, with_decisions) = (ours(false), ours(true));
     for _ in 0..requests {
         let headers = match case {
             "bare" => runtime.block_on(send(&bare, peer)),
             "ours" => runtime.block_on(send(&ours, peer)),
+            "ours-decisions" => runtime.block_on(send(&with_decisions, peer)),
             "theirs" => runtime.block_on(send(&theirs, peer)),
-            other => panic!("unknown case {other}: bare, ours or theirs"),
+            other => panic!("unknown case {other}: bare, ours, ours-decisions or theirs"),
         };
         black_box(headers);
     }

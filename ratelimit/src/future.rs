@@ -85,14 +85,7 @@ pub(crate) fn decided<St: RateLimitStore, ReqBody>(
             },
         );
     };
-    let stamp = |decisions| {
-        Stamp::new(
-            &config.policy_header,
-            &config.ratelimit_header,
-            decisions,
-            config.legacy_headers,
-        )
-    };
+    let stamp = |decisions| Stamp::new(config, decisions);
     match result {
         Ok(decisions) if decisions.allowed() || config.shadow => {
             report(if decisions.allowed() {

@@ -4,6 +4,7 @@ use http::{HeaderName, HeaderValue, Response};
 use sfv::{KeyRef, ListSerializer, StringRef};
 
 use crate::decision::Decisions;
+use crate::layer::Config;
 use crate::policy::{Algorithm, Policy, ceil_secs};
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
@@ -140,17 +141,14 @@ pub(crate) struct Stamp {
     /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` of the tightest policy, when asked for
     /// (boxed: most layers never ask, and the stamp waits in every response future).
     legacy: Option<Box<[HeaderValue; 3]>>,
-    decisions: Decisions,
+    /// Kept for the response extensions, when the layer is asked to.
+    decisions: Option<Decisions>,
 }
 
 impl Stamp {
-    pub(crate) fn new(
-        policy_header: &HeaderValue,
-        ratelimit: &RateLimitHeader,
-        decisions: Decisions,
-        legacy: bool,
-    ) -> Self {
-        let legacy = legacy
+    pub(crate) fn new(config: &Config, decisions: Decisions) -> Self {
+        let legacy = config
+            .legacy_headers
             .then(|| decisions.iter().min_by_key(|d| d.remaining()))
             .flatten()
             .map(|tightest| {
@@ -161,14 +159,14 @@ impl Stamp {
                 ])
             });
         Stamp {
-            policy: policy_header.clone(),
-            ratelimit: ratelimit.render(&decisions),
+            policy: config.policy_header.clone(),
+            ratelimit: config.ratelimit_header.render(&decisions),
             legacy,
-            decisions,
+            decisions: config.decisions_extension.then_some(decisions),
         }
     }
 
-    /// Writes the headers and leaves the decisions in the extensions.
+    /// Writes the headers, and leaves the decisions in the extensions if they were kept.
     pub(crate) fn apply<B>(self, response: &mut Response<B>) {
         let headers = response.headers_mut();
         headers.insert(RATELIMIT_POLICY, self.policy);
@@ -179,7 +177,9 @@ impl Stamp {
             headers.insert(X_RATELIMIT_REMAINING, remaining);
             headers.insert(X_RATELIMIT_RESET, reset);
         }
-        response.extensions_mut().insert(self.decisions);
+        if let Some(decisions) = self.decisions {
+            response.extensions_mut().insert(decisions);
+        }
     }
 }
 

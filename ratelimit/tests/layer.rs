@@ -54,7 +54,8 @@ async fn a_request_sent_exactly_at_retry_after_is_admitted() {
         [Policy::gcra("slow", Quota::per_minute(2).unwrap()).unwrap()],
         api_key(),
     )
-    .unwrap();
+    .unwrap()
+    .decisions_in_extensions();
     let service = ServiceBuilder::new()
         .layer(layer.clone())
         .service(ok_service());
@@ -86,6 +87,7 @@ async fn a_request_sent_exactly_at_retry_after_is_admitted() {
             violated_policies: vec!["slow".into()]
         })
     );
+    assert!(!refused.extensions().get::<Decisions>().unwrap().allowed());
     let problem = json(refused).await;
     assert_eq!(problem["type"], "/problems/quota-exceeded");
     assert_eq!(problem["status"], 429);
@@ -519,4 +521,19 @@ async fn a_replaced_responder_shapes_every_rejection_and_the_typed_reason_stays(
         refused.extensions().get::<RateLimitRejection>(),
         Some(&RateLimitRejection::MissingKey)
     );
+}
+
+#[tokio::test]
+async fn the_decisions_stay_out_of_the_extensions_unless_asked_for() {
+    let policy = || Policy::gcra("one", Quota::per_minute(1).unwrap()).unwrap();
+    let quiet = RateLimitLayer::new(MemoryStore::new(), [policy()], api_key()).unwrap();
+    let service = ServiceBuilder::new().layer(quiet).service(ok_service());
+    let admitted = service.clone().oneshot(request("a")).await.unwrap();
+    assert_eq!(admitted.status(), StatusCode::OK);
+    assert!(admitted.headers().contains_key("ratelimit"));
+    assert!(admitted.extensions().get::<Decisions>().is_none());
+    let refused = service.oneshot(request("a")).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.extensions().get::<Decisions>().is_none());
+    assert!(refused.extensions().get::<RateLimitRejection>().is_some());
 }

@@ -642,6 +642,8 @@ impl Guardrails {
         .catalog(state.problems.catalog().clone())
         .responder(state.problems.responder().clone())
         .on_decision(observe::count_decision)
+        // The access log's `ratelimit` field reads them.
+        .decisions_in_extensions()
     }
 }
 
