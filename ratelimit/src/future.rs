@@ -56,25 +56,24 @@ pin_project! {
 }
 
 /// What a decision leads to.
-// Returned and matched at once, never stored: boxing the request would cost an allocation per
-// request to save a move.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Decided<ReqBody> {
+pub(crate) enum Decided {
     /// Call the inner service; stamp the response when there was a decision (not when the
     /// store failed open).
-    Call(Request<ReqBody>, Option<Stamp>),
+    Call(Option<Stamp>),
     /// The layer's own answer.
     Answer(Response<Bytes>),
 }
 
-/// Reports the store's answer and turns it into what to do with `request`.
-pub(crate) fn decided<St: RateLimitStore, ReqBody>(
+/// Reports the store's answer and turns it into what to do with the request, whose protocol
+/// `protocol` tells (asked only for a refusal). The request itself stays with the caller: moved
+/// in and out of here, it was two of the layer's copies per request.
+pub(crate) fn decided<St: RateLimitStore>(
     config: &Config,
     state: &State<St>,
     key: &RateLimitKey,
-    request: Request<ReqBody>,
+    protocol: impl FnOnce() -> Protocol,
     result: Result<Decisions, StoreError>,
-) -> Decided<ReqBody> {
+) -> Decided {
     let report = |verdict| {
         config.report(
             &state.counters,
@@ -93,16 +92,13 @@ pub(crate) fn decided<St: RateLimitStore, ReqBody>(
             } else {
                 Verdict::ShadowRejected(&decisions)
             });
-            Decided::Call(request, Some(stamp(decisions)))
+            Decided::Call(Some(stamp(decisions)))
         }
         Ok(decisions) => {
             report(Verdict::Rejected(&decisions));
             let (rejection, reason) =
                 rejection::quota_exceeded(&config.catalog, &config.policies, &decisions);
-            let mut response = config.responder.respond(
-                rejection,
-                Protocol::detect(request.extensions(), request.headers()),
-            );
+            let mut response = config.responder.respond(rejection, protocol());
             response.extensions_mut().insert(reason);
             stamp(decisions).apply(&mut response);
             Decided::Answer(response)
@@ -122,13 +118,10 @@ pub(crate) fn decided<St: RateLimitStore, ReqBody>(
                 rejected: config.fail_closed,
             });
             if !config.fail_closed {
-                return Decided::Call(request, None);
+                return Decided::Call(None);
             }
             let rejection = rejection::store_unavailable(&config.catalog, &error);
-            let mut response = config.responder.respond(
-                rejection,
-                Protocol::detect(request.extensions(), request.headers()),
-            );
+            let mut response = config.responder.respond(rejection, protocol());
             response
                 .extensions_mut()
                 .insert(RateLimitRejection::StoreUnavailable);
@@ -204,8 +197,9 @@ where
                         key,
                     } = this.pending.take().expect("polled after completion");
                     let (config, state) = this.context.take().expect("set while deciding");
-                    match decided(&config, &state, &key, request, result) {
-                        Decided::Call(request, stamp) => {
+                    let protocol = || Protocol::detect(request.extensions(), request.headers());
+                    match decided(&config, &state, &key, protocol, result) {
+                        Decided::Call(stamp) => {
                             *this.stamp = stamp;
                             let future = inner.call(request);
                             this.step.set(Step::Calling { future });

@@ -141,8 +141,9 @@ pub(crate) struct Stamp {
     /// `X-RateLimit-Limit`, `-Remaining`, `-Reset` of the tightest policy, when asked for
     /// (boxed: most layers never ask, and the stamp waits in every response future).
     legacy: Option<Box<[HeaderValue; 3]>>,
-    /// Kept for the response extensions, when the layer is asked to.
-    decisions: Option<Decisions>,
+    /// Kept for the response extensions, when the layer is asked to (boxed, as `legacy`: the
+    /// stamp is moved with every response future, and most layers never ask).
+    decisions: Option<Box<Decisions>>,
 }
 
 impl Stamp {
@@ -162,7 +163,7 @@ impl Stamp {
             policy: config.policy_header.clone(),
             ratelimit: config.ratelimit_header.render(&decisions),
             legacy,
-            decisions: config.decisions_extension.then_some(decisions),
+            decisions: config.decisions_extension.then(|| Box::new(decisions)),
         }
     }
 
@@ -178,7 +179,7 @@ impl Stamp {
             headers.insert(X_RATELIMIT_RESET, reset);
         }
         if let Some(decisions) = self.decisions {
-            response.extensions_mut().insert(decisions);
+            response.extensions_mut().insert(*decisions);
         }
     }
 }

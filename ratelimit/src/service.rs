@@ -87,9 +87,10 @@ where
         if let Some(result) = self.state.store.check_now(&self.state.prepared, &key, cost) {
             // Decided at once (the memory store): the inner service, made ready by
             // `poll_ready`, is called here, and the future holds no request, key or `Arc`.
-            let request = Request::from_parts(parts, body);
-            return match decided(&self.config, &self.state, &key, request, result) {
-                Decided::Call(request, stamp) => {
+            let protocol = || Protocol::detect(&parts.extensions, &parts.headers);
+            return match decided(&self.config, &self.state, &key, protocol, result) {
+                Decided::Call(stamp) => {
+                    let request = Request::from_parts(parts, body);
                     ResponseFuture::calling(self.inner.call(request), stamp)
                 }
                 Decided::Answer(response) => ResponseFuture::rejected(response),
