@@ -158,6 +158,21 @@ impl<St: RateLimitStore> RateLimitLayer<St> {
     /// for them (`http`'s extension map, its table and the boxed value), a fifth of the
     /// layer's own work per request. The [`on_decision`](Self::on_decision) hook sees the same
     /// decisions without any of that.
+    ///
+    /// ```
+    /// use tower_ratelimit::{KeyExtractor, MemoryStore, Policy, Quota, RateLimitLayer};
+    ///
+    /// let quota = Quota::per_second(10).expect("a valid quota");
+    /// let layer = RateLimitLayer::new(
+    ///     MemoryStore::new(),
+    ///     [Policy::gcra("per-key", quota).expect("a valid name")],
+    ///     KeyExtractor::global(),
+    /// )
+    /// .expect("one policy")
+    /// // An outer layer then reads `response.extensions().get::<tower_ratelimit::Decisions>()`.
+    /// .decisions_in_extensions();
+    /// # drop(layer);
+    /// ```
     #[must_use]
     pub fn decisions_in_extensions(mut self) -> Self {
         self.config.decisions_extension = true;

@@ -43,6 +43,13 @@ impl Tenant {
 
     /// The tenant id, shared rather than copied: for a key that keeps it, such as the rate
     /// limit's (a copy was an allocation per request).
+    ///
+    /// ```
+    /// use orders::auth::Tenant;
+    ///
+    /// let tenant = Tenant::of_key("live_key_1");
+    /// assert_eq!(&*tenant.to_shared(), tenant.as_str());
+    /// ```
     pub fn to_shared(&self) -> Arc<str> {
         Arc::clone(&self.0)
     }

@@ -639,8 +639,7 @@ impl AsyncRead for Tracked {
             let room = buf.remaining().min(self.room);
             match self.inner.try_read(buf.initialize_unfilled_to(room)) {
                 Ok(n) => {
-                    let room = next_room(self.room, n);
-                    self.room = room;
+                    self.room = next_room(self.room, n);
                     buf.advance(n);
                     self.conn.bytes_read.fetch_add(n as u64, Ordering::AcqRel);
                     self.note_read(&buf.filled()[before..], read_so_far);
